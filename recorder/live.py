@@ -1,0 +1,265 @@
+"""The live side: drive a venue ``Client`` over a real connection and feed the pipeline.
+
+This layer only moves bytes and keeps time: what to send, how to decode and when
+to give up are decided by the venue codec (``schemas.venues``); what is stored
+is decided by ``Capture``. One ``Recorder`` = one feed = one recorder run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from recorder.backoff import backoff
+from recorder.capture import Capture, recover
+from schemas.errors import PermanentFeedError
+from schemas.events import Status
+from schemas.venues import get
+from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
+
+log = logging.getLogger("tickrec.recorder")
+JOURNAL_FLUSH_S = 0.01
+JOURNAL_FLUSH_RECORDS = 2048
+Sink = Callable[[list[Any]], Awaitable[None]]
+
+
+class Recorder:
+    """Capture one feed until ``stop()``; reconnects with the venue's back-off."""
+
+    def __init__(self, venue: str, url: str, symbols: Sequence[str], root: Path | str, *,
+                 feed: str | None = None, credentials: dict[str, str] | None = None,
+                 options: dict[str, Any] | None = None, sink: Sink | None = None,
+                 flush_seconds: float = 30.0, flush_rows: int = 250_000,
+                 idle_timeout: float | None = None, reconnect_min: float | None = None) -> None:
+        self.spec = get(venue)
+        self.url = url
+        self.symbols = list(symbols)
+        self.root = Path(root)
+        self.feed = feed or venue
+        self.client = self.spec.client(self.symbols, credentials, options)
+        self.sink = sink
+        self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
+        self.idle_timeout = idle_timeout or self.client.idle_timeout
+        # A floor below the vendor's is allowed only for loopback test servers.
+        self.reconnect_min = self.client.reconnect_min if reconnect_min is None else reconnect_min
+        self._stop = asyncio.Event()
+        self.capture: Capture | None = None
+        self.fatal: str | None = None
+        self.connections = 0
+        self.recovery_lines: list[str] = []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, duration: float | None = None) -> None:
+        """Recover unfinished runs, then capture until stopped, ``duration`` or a fatal error."""
+        self.recovery_lines = (await asyncio.to_thread(recover, self.root, self.feed)).lines()
+        for line in self.recovery_lines:
+            log.warning("%s", line)
+        self.capture = Capture(self.root, self.spec.name, self.feed,
+                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
+        tasks = [asyncio.create_task(self._journal_flusher()),
+                 asyncio.create_task(self._publisher())]
+        if duration is not None:
+            asyncio.get_running_loop().call_later(duration, self._stop.set)
+        try:
+            await self._connection_loop()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self.capture.close)
+        if self.fatal:
+            raise PermanentFeedError(self.fatal)
+
+    async def _connection_loop(self) -> None:
+        assert self.capture is not None
+        delays = backoff(self.reconnect_min)
+        while not self._stop.is_set():
+            attempt = time.monotonic()
+            dial = self.client.dial(self.url)
+            code: int | None = None
+            reason = ""
+            try:
+                async with ws_connect(dial.url, additional_headers=dict(dial.headers),
+                                      max_size=MAX_FRAME_BYTES, open_timeout=10,
+                                      compression=None, proxy=None, ping_interval=20,
+                                      ping_timeout=20, close_timeout=2) as ws:
+                    self.connections += 1
+                    self.capture.open_session(dial.redacted_url, self.symbols)
+                    await self._emit([Status(self.spec.name, "connected", time.time_ns(),
+                                             dial.redacted_url)])
+                    code, reason = await self._session(ws)
+                    delays = backoff(self.reconnect_min)     # a good connection resets it
+            except InvalidStatus as exc:
+                code, reason = exc.response.status_code, f"handshake refused: HTTP {exc.response.status_code}"
+                if exc.response.status_code in (401, 403):
+                    self.fatal = f"{self.spec.name}: {reason} (check the credentials)"
+            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                reason = reason.replace(dial.url, dial.redacted_url)
+            events = self.capture.close_session(code, reason)
+            await self._emit(events + [Status(self.spec.name, "disconnected", time.time_ns(), reason)])
+            if self.fatal is None:
+                self.fatal = self.client.permanent(code, events)
+            if self.fatal:
+                await self._emit([Status(self.spec.name, "fatal", time.time_ns(), self.fatal)])
+                return
+            wait = max(0.0, next(delays) - (time.monotonic() - attempt))
+            log.info("%s: disconnected (%s); reconnecting in %.1fs", self.feed, reason, wait)
+            try:
+                await asyncio.wait_for(self._stop.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def _session(self, ws: Any) -> tuple[int | None, str]:
+        """Run one connection; returns its close code and reason."""
+        assert self.capture is not None
+        cap, client = self.capture, self.client
+        outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        for out in client.on_open():
+            outbox.put_nowait(out)
+        last_in = time.monotonic()
+        fatal_close: list[str] = []
+
+        async def sender() -> None:
+            while True:
+                out = await outbox.get()
+                cap.frame_out(out.stored, out.kind)
+                await ws.send(out.payload)
+                if client.request_interval:
+                    await asyncio.sleep(client.request_interval)
+
+        async def heartbeats() -> None:
+            while True:
+                await asyncio.sleep(client.heartbeat_interval)
+                hb = client.heartbeat()
+                if hb is not None:
+                    outbox.put_nowait(hb)
+
+        async def reader() -> None:
+            nonlocal last_in
+            journal = cap.journal
+            async for msg in ws:
+                last_in = time.monotonic()
+                events = cap.frame_in(msg)
+                if journal.buffered >= JOURNAL_FLUSH_RECORDS:
+                    journal.flush()
+                if events:
+                    await self._emit(events)
+                    for out in client.after(events):
+                        outbox.put_nowait(out)
+                    why = client.permanent(None, events)
+                    if why:
+                        fatal_close.append(why)
+                        return
+
+        async def watchdog() -> None:
+            while True:
+                await asyncio.sleep(min(1.0, self.idle_timeout / 4))
+                if time.monotonic() - last_in > self.idle_timeout:
+                    return
+
+        tasks = {asyncio.create_task(c) for c in (sender(), heartbeats(), reader(), watchdog())}
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks | {stop}:
+            t.cancel()
+        await asyncio.gather(*tasks, stop, return_exceptions=True)
+        for t in done:
+            if t is not stop and not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                if not isinstance(exc, ConnectionClosed):
+                    cap.error(f"{type(exc).__name__}: {exc}")
+        if fatal_close:
+            self.fatal = fatal_close[0]
+            await ws.close(1000, "tickrec: permanent error")
+            return ws.close_code, self.fatal
+        if stop in done:
+            await ws.close(1000, "recorder stopped")
+            return 1000, "recorder stopped"
+        if ws.close_code is None:       # the watchdog fired: the server went quiet
+            reason = f"watchdog: no frame for {self.idle_timeout:g}s"
+            ws.transport.abort()
+            return None, reason
+        code = ws.close_code
+        return code, ws.close_reason or ("connection lost" if code == 1006 else "")
+
+    async def _emit(self, events: list[Any]) -> None:
+        if self.sink is not None and events:
+            await self.sink(events)
+
+    async def _journal_flusher(self) -> None:
+        assert self.capture is not None
+        while True:
+            await asyncio.sleep(JOURNAL_FLUSH_S)
+            self.capture.flush_journal()
+
+    async def _publisher(self) -> None:
+        assert self.capture is not None
+        while True:
+            await asyncio.sleep(0.1)
+            if self.capture.publish_due():
+                await asyncio.to_thread(self.capture.publish, self.capture.take())
+
+
+class LiveFeed:
+    """The Feed protocol over a live connection (records too when given a root).
+
+    Without a root the capture goes to a temporary store removed on exit.
+    """
+
+    def __init__(self, venue: str, url: str, symbols: Sequence[str], root: Path | str | None,
+                 maxsize: int = 10_000, **kw: Any) -> None:
+        import tempfile
+        self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="tickrec-live-")
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.recorder = Recorder(venue, url, symbols, root or self._tmp.name,  # type: ignore[union-attr]
+                                 sink=self._put, **kw)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _put(self, events: list[Any]) -> None:
+        # A bounded queue: a slow consumer slows the reading (TCP back-pressure),
+        # it never makes memory grow or events vanish.
+        for ev in events:
+            if not isinstance(ev, Status):
+                await self._queue.put(ev)
+
+    async def __aenter__(self) -> LiveFeed:
+        self._task = asyncio.create_task(self.recorder.run())
+        self._task.add_done_callback(lambda _: asyncio.ensure_future(self._queue.put(None)))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.recorder.stop()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            ev = await self._queue.get()
+            if ev is None:
+                return
+            yield ev
+
+
+def connect(venue: str, url: str, symbols: Sequence[str], root: Path | str | None = None,
+            **kw: Any) -> LiveFeed:
+    """``async with recorder.connect("alltick", url=..., symbols=[...]) as feed``."""
+    return LiveFeed(venue, url, symbols, root, **kw)
+
+
+_ = websockets  # the dependency this module drives

@@ -1,0 +1,135 @@
+"""The simulator: a deterministic market behind a venue's own wire protocol.
+
+The market and the fault plan are venue-neutral (``market.py``); a small
+adapter per venue turns ticks into that venue's frames (the same encoders the
+codec tests use). Statistics of what was *really sent* (counted after the
+socket write, so frames lost in a dropped connection are not counted) are kept
+per symbol for accounting tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from replay.sim.market import Fault, Market, Tick, parse_faults
+from replay.wire import Conn, WireServer
+from schemas.venues.base import ServerSession
+
+
+class VenueAdapter(Protocol):
+    path: str
+
+    def session(self, token: str | None, idle_timeout: float) -> ServerSession: ...
+    def render(self, tick: Tick) -> list[tuple[str, str, bytes | str]]: ...
+    def malformed(self) -> bytes | str: ...
+
+
+@dataclass
+class SymbolStats:
+    first_seq: int | None = None
+    last_seq: int | None = None
+    delivered: int = 0
+    duplicates: int = 0
+    skipped: list[int] = field(default_factory=list)
+
+
+class Simulator:
+    def __init__(self, adapter: VenueAdapter, symbols: list[str], *, rate: float = 100.0,
+                 seed: int = 1, faults: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0, token: str | None = None, idle_timeout: float = 30.0,
+                 steps: int | None = None, market: Market | None = None) -> None:
+        self.adapter = adapter
+        self.market = market or Market(symbols, seed)
+        self.rate = rate
+        self.steps = steps
+        self.plan = parse_faults(faults)
+        self.stats: dict[str, SymbolStats] = {s: SymbolStats() for s in symbols}
+        self.malformed_sent = 0
+        self.faults_fired: list[Fault] = []
+        self.server = WireServer(lambda: adapter.session(token, idle_timeout), host=host,
+                                 port=port, path=adapter.path, on_sent=self._sent)
+        self._task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _sent(self, conn: Conn, meta: Any) -> None:
+        if meta == "malformed":
+            self.malformed_sent += 1
+            return
+        symbol, seq, dup = meta
+        st = self.stats[symbol]
+        st.delivered += 1
+        st.duplicates += dup
+        if st.first_seq is None:
+            st.first_seq = seq
+        st.last_seq = seq if st.last_seq is None else max(st.last_seq, seq)
+
+    async def start(self) -> str:
+        url = await self.server.start()
+        self._task = asyncio.create_task(self._run())
+        return url
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.server.stop()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    def _emit(self, tick: Tick, dup: int = 0) -> None:
+        for symbol, stream, frame in self.adapter.render(tick):
+            self.server.push(symbol, stream, frame, (symbol, tick.seq, dup))
+
+    async def _run(self) -> None:
+        t0 = time.monotonic()
+        n = 0
+        while self.steps is None or n < self.steps:
+            due = int((time.monotonic() - t0) * self.rate) + 1
+            if self.steps is not None:
+                due = min(due, self.steps)
+            while n < due:
+                tick = self.market.next()
+                n += 1
+                faults = self.plan.get(n, [])
+                kinds = {f.kind for f in faults}
+                self.faults_fired += faults
+                if "skip" in kinds or "dropupdate" in kinds:
+                    self.stats[tick.symbol].skipped.append(tick.seq)
+                else:
+                    self._emit(tick)
+                    if "dup" in kinds:
+                        self._emit(tick, dup=1)
+                if "malformed" in kinds:
+                    self.server.broadcast(self.adapter.malformed(), "malformed")
+                if "disconnect" in kinds:
+                    await asyncio.sleep(0.05)       # let queued frames reach the socket first
+                    self.server.drop_all()
+                for f in faults:
+                    if f.kind == "stall":
+                        self.server.silent_until = time.monotonic() + f.arg
+            await asyncio.sleep(0.002)
+        self.done.set()
+
+
+def make_adapter(venue: str, **options: Any) -> VenueAdapter:
+    from importlib import import_module
+    from schemas.errors import ConfigError
+    try:
+        mod = import_module(f"replay.sim.{venue}")
+    except ModuleNotFoundError:
+        raise ConfigError(f"no simulator for venue {venue!r}") from None
+    factory: Callable[..., VenueAdapter] = mod.Adapter
+    return factory(**options)

@@ -1,0 +1,159 @@
+"""A WebSocket server that speaks a venue's protocol: shared by the simulator and
+``tickrec serve``. It only moves frames; the venue's ``ServerSession`` decides
+what a client is owed (authentication, replies, which pushes it subscribed to).
+
+Each client has a bounded outbound queue: a client that falls too far behind is
+disconnected (close 1013, "try again later") instead of making memory grow or
+delaying the others. Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from schemas.venues.base import MAX_FRAME_BYTES, Reply, ServerSession
+
+Meta = Any          # what the owner wants to know once a frame is really sent
+
+
+@dataclass(eq=False)
+class Conn:
+    ws: ServerConnection
+    session: ServerSession
+    queue: asyncio.Queue[tuple[bytes | str, Meta] | None]
+    sent: int = 0
+    dropped_slow: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def send(self, frame: bytes | str, meta: Meta = None) -> bool:
+        try:
+            self.queue.put_nowait((frame, meta))
+            return True
+        except asyncio.QueueFull:
+            if not self.dropped_slow:
+                self.dropped_slow = True
+                asyncio.ensure_future(self.ws.close(1013, "slow consumer"))
+            return False
+
+
+class WireServer:
+    def __init__(self, make_session: Callable[[], ServerSession], *, host: str = "127.0.0.1",
+                 port: int = 0, path: str = "/", queue_frames: int = 50_000,
+                 on_sent: Callable[[Conn, Meta], None] | None = None,
+                 on_client: Callable[[Conn], Awaitable[None]] | None = None) -> None:
+        self.make_session = make_session
+        self.host, self.port, self.path = host, port, path
+        self.queue_frames = queue_frames
+        self.on_sent = on_sent
+        self.on_client = on_client
+        self.clients: set[Conn] = set()
+        self.silent_until = 0.0
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}{self.path}"
+
+    async def start(self) -> str:
+        self._server = await serve(self._handler, self.host, self.port, compression=None,
+                                   max_size=MAX_FRAME_BYTES, ping_interval=None)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.url
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def silent(self) -> bool:
+        return time.monotonic() < self.silent_until
+
+    def push(self, symbol: str, stream: str, frame: bytes | str, meta: Meta = None) -> int:
+        """Queue ``frame`` for every client subscribed to (symbol, stream)."""
+        if self.silent():
+            return 0
+        n = 0
+        for c in self.clients:
+            if c.session.wants(symbol, stream):
+                n += c.send(frame, meta)
+        return n
+
+    def broadcast(self, frame: bytes | str, meta: Meta = None) -> None:
+        if not self.silent():
+            for c in self.clients:
+                c.send(frame, meta)
+
+    def drop_all(self) -> None:
+        """Cut every connection abruptly (no close frame), as a network failure would."""
+        for c in list(self.clients):
+            c.ws.transport.abort()
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        session = self.make_session()
+        request = ws.request
+        headers = {k: v for k, v in request.headers.raw_items()} if request else {}
+        verdict = session.accept(request.path if request else "/", headers)
+        if verdict.close is not None:
+            for f in verdict.frames:
+                await ws.send(f)
+            await ws.close(*verdict.close)
+            return
+        conn = Conn(ws, session, asyncio.Queue(self.queue_frames))
+        for f in verdict.frames:
+            conn.send(f)
+        self.clients.add(conn)
+        tasks = [asyncio.create_task(self._writer(conn)), asyncio.create_task(self._idle(conn))]
+        if self.on_client is not None:
+            tasks.append(asyncio.create_task(self.on_client(conn)))
+        try:
+            async for msg in ws:
+                if self.silent():
+                    continue
+                self._apply(conn, session.on_frame(msg, time.monotonic()))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients.discard(conn)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _apply(self, conn: Conn, reply: Reply) -> None:
+        for f in reply.frames:
+            conn.send(f)
+        if reply.close is not None:
+            conn.queue.put_nowait(None)
+            conn.info["close"] = reply.close
+
+    async def _writer(self, conn: Conn) -> None:
+        while True:
+            item = await conn.queue.get()
+            if item is None:
+                code, reason = conn.info.get("close", (1000, ""))
+                await conn.ws.close(code, reason)
+                return
+            frame, meta = item
+            try:
+                await conn.ws.send(frame)
+            except ConnectionClosed:
+                return
+            conn.sent += 1
+            if self.on_sent is not None and meta is not None:
+                self.on_sent(conn, meta)
+
+    async def _idle(self, conn: Conn) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.silent():
+                continue
+            reply = conn.session.idle(time.monotonic())
+            if reply is not None:
+                self._apply(conn, reply)
+                return

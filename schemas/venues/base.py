@@ -1,0 +1,193 @@
+"""The seams every venue codec fills: a Decoder, a Client and a ServerSession.
+
+All three are sans-I/O (STYLE.md, websockets' protocol core): bytes or text go
+in, events and frames to send come out; nothing here touches a socket, a clock
+or a file. The recorder, the replay server, the simulator, ``tickrec parse`` and
+journal recovery all drive the same classes.
+
+Decoder
+    ``feed(rec)`` takes every journal record of a session in order (frames in
+    both directions and the open/close events) and returns the events it
+    produced. State depends only on the records fed, so re-feeding a session's
+    journal or its ``raw`` rows reproduces the stored rows exactly. ``feed``
+    never raises: a frame it cannot accept becomes a ``rejected`` gap.
+Client
+    What a recorder sends: the dial target (URL, headers) with its redacted
+    twin, opening frames, heartbeats, answers to what arrived, and whether a
+    close is worth reconnecting after.
+ServerSession
+    One connection of the venue's server side: authentication, replies to
+    client frames, which pushes the client wants, idle timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+from schemas.errors import ProtocolError
+from schemas.events import Event, Gap, RawRecord, Status
+from schemas.gaps import GapSpec, SequenceTracker
+
+MAX_FRAME_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A frame to send; ``stored`` is what the journal keeps (secrets removed)."""
+    payload: bytes | str
+    stored: bytes
+
+    @classmethod
+    def text(cls, obj: Any, redacted: Any | None = None) -> Outgoing:
+        wire = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        kept = wire if redacted is None else json.dumps(redacted, separators=(",", ":"),
+                                                         ensure_ascii=False)
+        return cls(wire, kept.encode())
+
+    @property
+    def kind(self) -> str:
+        return "text" if isinstance(self.payload, str) else "binary"
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    url: str                       # what is dialled (may hold a token)
+    redacted_url: str              # what is stored and logged
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class FrameContext:
+    """Where the events of one record go, numbered by their position in it."""
+    __slots__ = ("venue", "session", "rec", "events", "pos")
+
+    def __init__(self, venue: str, session: str, rec: RawRecord) -> None:
+        self.venue = venue
+        self.session = session
+        self.rec = rec
+        self.events: list[Event | Status] = []
+        self.pos = 0
+
+    def add(self, cls: type, **kw: Any) -> None:
+        self.events.append(cls(venue=self.venue, ts_recv=self.rec.ts_recv, session=self.session,
+                               frame=self.rec.frame, pos=self.pos, **kw))
+        self.pos += 1
+
+    def gaps(self, specs: Sequence[GapSpec]) -> None:
+        for g in specs:
+            self.add(Gap, symbol=g.symbol, ts_event=None, seq=None, stream=g.stream, kind=g.kind,
+                     ts_start=g.ts_start, ts_end=g.ts_end, seq_from=g.seq_from, seq_to=g.seq_to,
+                     missing=g.missing, detail=g.detail)
+
+    def status(self, kind: str, detail: str = "") -> None:
+        self.events.append(Status(self.venue, kind, self.rec.ts_recv, detail))
+
+
+class Decoder(ABC):
+    venue: ClassVar[str]
+
+    def __init__(self, session: str = "") -> None:
+        self.session = session
+        self.tracker = SequenceTracker()
+
+    def feed(self, rec: RawRecord) -> list[Event | Status]:
+        ctx = FrameContext(self.venue, self.session, rec)
+        try:
+            if rec.direction == "in":
+                if len(rec.payload) > MAX_FRAME_BYTES:
+                    raise ProtocolError(f"frame of {len(rec.payload)} bytes is over the limit")
+                self.on_incoming(rec, ctx)
+            elif rec.direction == "out":
+                self.on_outgoing(rec, ctx)
+            elif rec.kind == "open":
+                self._on_open(rec)
+            elif rec.kind == "close":
+                self.on_close(rec)
+        except Exception as exc:  # noqa: BLE001 - a bad frame must never stop a recorder
+            reason = str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {exc}"
+            ctx.events.clear()
+            ctx.pos = 0
+            ctx.gaps([GapSpec("", "", "rejected", rec.ts_recv, rec.ts_recv,
+                              detail=reason.splitlines()[0][:300] if reason else "rejected")])
+        return ctx.events
+
+    def _on_open(self, rec: RawRecord) -> None:
+        note = json.loads(rec.note) if rec.note else {}
+        if "resume" in note:
+            self.tracker.load(note["resume"])
+
+    def on_close(self, rec: RawRecord) -> None:
+        reason = ""
+        if rec.note:
+            info = json.loads(rec.note)
+            reason = f"closed: code {info.get('code')} {info.get('reason') or ''}".strip()
+        self.tracker.disconnect(rec.ts_recv, reason)
+
+    @abstractmethod
+    def on_incoming(self, rec: RawRecord, ctx: FrameContext) -> None: ...
+
+    def on_outgoing(self, rec: RawRecord, ctx: FrameContext) -> None:
+        """Most venues learn their subscriptions from what the client sent."""
+
+
+class Client(ABC):
+    venue: ClassVar[str]
+    transport: ClassVar[str] = "ws"
+    heartbeat_interval: ClassVar[float] = 10.0
+    idle_timeout: ClassVar[float] = 30.0        # no frame for this long: reconnect
+    reconnect_min: ClassVar[float] = 3.0        # vendor floor between connection attempts
+    request_interval: ClassVar[float] = 0.0     # vendor floor between client requests
+
+    def __init__(self, symbols: Sequence[str], credentials: Mapping[str, str] | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self.symbols = list(symbols)
+        self.credentials = dict(credentials or {})
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def dial(self, url: str) -> Dial: ...
+
+    @abstractmethod
+    def on_open(self) -> list[Outgoing]: ...
+
+    def after(self, events: Sequence[Event | Status]) -> list[Outgoing]:
+        """Frames to send in answer to what was just decoded (logins, acks)."""
+        return []
+
+    def heartbeat(self) -> Outgoing | None:
+        return None
+
+    def permanent(self, close_code: int | None, events: Sequence[Event | Status] = ()) -> str | None:
+        """A one-line reason when the feed must stop instead of reconnecting."""
+        if close_code == 1008:
+            return "server closed with 1008 (policy violation: bad credentials or request)"
+        return None
+
+
+@dataclass
+class Reply:
+    frames: list[bytes | str] = field(default_factory=list)
+    close: tuple[int, str] | None = None
+
+
+class ServerSession(ABC):
+    """One client connection on the venue's server side."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+
+    @abstractmethod
+    def accept(self, path: str, headers: Mapping[str, str]) -> Reply:
+        """Check the handshake; a ``close`` in the reply rejects the client."""
+
+    @abstractmethod
+    def on_frame(self, data: bytes | str, now: float) -> Reply: ...
+
+    @abstractmethod
+    def wants(self, symbol: str, stream: str) -> bool:
+        """Whether this client subscribed to ``symbol``'s ``stream``."""
+
+    def idle(self, now: float) -> Reply | None:
+        return None

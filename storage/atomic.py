@@ -1,0 +1,68 @@
+"""Files that appear whole or not at all: write to a hidden temp name, fsync, rename.
+
+Temp names start with ``.`` and end with ``.tmp`` so no reader glob
+(``*.parquet``) ever matches a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_OPTIONS: dict[str, Any] = dict(
+    compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True,
+    row_group_size=1 << 20,
+)
+
+
+def temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_temp(table: pa.Table, final: Path) -> Path:
+    """Write ``table`` beside ``final`` under its temp name, fsynced; return the temp path."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(final)
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, **PARQUET_OPTIONS)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
+
+
+def write_parquet(table: pa.Table, final: Path) -> Path:
+    tmp = write_parquet_temp(table, final)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, separators=(",", ":"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return default
