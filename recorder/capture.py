@@ -71,6 +71,7 @@ class Normalizer:
     session: _Session | None = None
     decoder: Any = None
     rows: int = 0
+    gaps: int = 0
     rejected: int = 0
 
     def ingest(self, rec: RawRecord, write: bool = True) -> list[Any]:
@@ -94,8 +95,9 @@ class Normalizer:
                 if not isinstance(ev, Status):
                     self.writer.add_event(ev)
                     self.rows += 1
-                    if ev.TABLE == "gaps" and ev.kind == "rejected":
-                        self.rejected += 1
+                    if ev.TABLE == "gaps":
+                        self.gaps += 1
+                        self.rejected += ev.kind == "rejected"
         if rec.kind == "close":
             self.carry = self.decoder.tracker.state()
             if write and self.writer is not None:
@@ -130,6 +132,7 @@ class Capture:
         self.norm = Normalizer(venue, self.feed, self.writer, carry.get("state", {}))
         self.clock = RecvClock()
         self.records = 0
+        self.frames_in = 0
         self._frame = 0
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -141,6 +144,7 @@ class Capture:
         self._frame += 1
         self.journal.append(rec)        # first: nothing happens to a frame before this
         self.records += 1
+        self.frames_in += direction == "in"
         events = self.norm.ingest(rec)
         self.writer.mark(self.records)
         return events

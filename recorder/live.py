@@ -55,6 +55,7 @@ class Recorder:
         self.fatal: str | None = None
         self.connections = 0
         self.recovery_lines: list[str] = []
+        self.on_notice: Callable[[str], None] = lambda _: None
 
     def stop(self) -> None:
         self._stop.set()
@@ -64,6 +65,7 @@ class Recorder:
         self.recovery_lines = (await asyncio.to_thread(recover, self.root, self.feed)).lines()
         for line in self.recovery_lines:
             log.warning("%s", line)
+            self.on_notice(line)
         self.capture = Capture(self.root, self.spec.name, self.feed,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
         tasks = [asyncio.create_task(self._journal_flusher()),

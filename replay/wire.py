@@ -30,6 +30,7 @@ class Conn:
     queue: asyncio.Queue[tuple[bytes | str, Meta] | None]
     sent: int = 0
     dropped_slow: bool = False
+    silent_until: float = 0.0       # a stalled (half-open) connection sends nothing
     info: dict[str, Any] = field(default_factory=dict)
 
     def send(self, frame: bytes | str, meta: Meta = None) -> bool:
@@ -54,7 +55,6 @@ class WireServer:
         self.on_sent = on_sent
         self.on_client = on_client
         self.clients: set[Conn] = set()
-        self.silent_until = 0.0
         self._server: Any = None
 
     @property
@@ -72,22 +72,26 @@ class WireServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def silent(self) -> bool:
-        return time.monotonic() < self.silent_until
+    def stall(self, seconds: float) -> None:
+        """Make every open connection half-open for ``seconds``: no frames, no replies.
+        Connections made meanwhile work normally, as after a real network fault."""
+        until = time.monotonic() + seconds
+        for c in self.clients:
+            c.silent_until = until
 
     def push(self, symbol: str, stream: str, frame: bytes | str, meta: Meta = None) -> int:
         """Queue ``frame`` for every client subscribed to (symbol, stream)."""
-        if self.silent():
-            return 0
         n = 0
+        now = time.monotonic()
         for c in self.clients:
-            if c.session.wants(symbol, stream):
+            if c.silent_until < now and c.session.wants(symbol, stream):
                 n += c.send(frame, meta)
         return n
 
     def broadcast(self, frame: bytes | str, meta: Meta = None) -> None:
-        if not self.silent():
-            for c in self.clients:
+        now = time.monotonic()
+        for c in self.clients:
+            if c.silent_until < now:
                 c.send(frame, meta)
 
     def drop_all(self) -> None:
@@ -114,7 +118,7 @@ class WireServer:
             tasks.append(asyncio.create_task(self.on_client(conn)))
         try:
             async for msg in ws:
-                if self.silent():
+                if conn.silent_until > time.monotonic():
                     continue
                 self._apply(conn, session.on_frame(msg, time.monotonic()))
         except ConnectionClosed:
@@ -151,7 +155,7 @@ class WireServer:
     async def _idle(self, conn: Conn) -> None:
         while True:
             await asyncio.sleep(0.5)
-            if self.silent():
+            if conn.silent_until > time.monotonic():
                 continue
             reply = conn.session.idle(time.monotonic())
             if reply is not None:

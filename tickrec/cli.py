@@ -1,9 +1,189 @@
-"""Command line entry point (filled in as commands land)."""
+"""The ``tickrec`` command line: a thin layer, each command calls one library function.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit
+status, never a traceback.
+"""
+
 from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from schemas.errors import ConfigError, PermanentFeedError, TickrecError
+from schemas.venues import NAMES
+from storage.layout import default_root
 
-@click.group()
-def main() -> None:
-    """tickrec: capture market-data feeds to Parquet and replay them."""
+VENUE = click.Choice(NAMES)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PermanentFeedError as exc:
+            click.echo(f"tickrec: feed stopped: {exc}", err=True)
+            sys.exit(3)
+        except TickrecError as exc:
+            click.echo(f"tickrec: error: {exc}", err=True)
+            sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except OSError as exc:
+            click.echo(f"tickrec: error: {exc.strerror or exc}"
+                       f"{': ' + str(exc.filename) if exc.filename else ''}", err=True)
+            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
+            logging.getLogger("tickrec").debug("internal error", exc_info=True)
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            click.echo(f"tickrec: internal error: {type(exc).__name__}: {first} "
+                       "(run with -v for details)", err=True)
+            sys.exit(1)
+
+
+def root_option(exists: bool = False) -> Any:
+    return click.option("--root", type=click.Path(path_type=Path), default=None,
+                        help="Store root (default: $TICKREC_ROOT, else ./data).")
+
+
+def resolve_root(root: Path | None, must_exist: bool = False) -> Path:
+    r = root or default_root()
+    if must_exist and not r.is_dir():
+        raise ConfigError(f"store root {str(r)!r} does not exist (set --root or TICKREC_ROOT)")
+    return r
+
+
+def symbols_list(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
+                                          "auto_envvar_prefix": "TICKREC"})
+@click.option("-v", "--verbose", is_flag=True, help="Log state changes to stderr.")
+def main(verbose: bool) -> None:
+    """tickrec: capture market-data feeds to Parquet, query them with SQL, replay them.
+
+    Venues: alltick, finazon, noren, hedgetech, futu. Credentials come from
+    environment variables (TICKREC_ALLTICK_TOKEN and the like), never from
+    arguments.
+    """
+    setup_logging(verbose)
+    if verbose:
+        logging.getLogger("tickrec").setLevel(logging.DEBUG)
+
+
+def _run_until_signal(coro_factory: Any, stop: Any) -> Any:
+    async def runner() -> Any:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        return await coro_factory()
+    return asyncio.run(runner())
+
+
+@main.command()
+@click.argument("venue", type=VENUE)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=0, type=int, help="Port (default: any free port).")
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: the venue's demo set).")
+@click.option("--rate", default=100.0, show_default=True, type=float, help="Market steps per second.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the deterministic market.")
+@click.option("--steps", default=None, type=int, help="Stop the market after this many steps.")
+@click.option("--faults", default=None,
+              help="Faults, e.g. 'disconnect@500,skip@200,dup@300,malformed@400,stall@600:5'.")
+@click.option("--idle-timeout", default=30.0, show_default=True, type=float,
+              help="Close a client that sent nothing for this long (vendor: 30 s).")
+def sim(venue: str, host: str, port: int, symbols: str | None, rate: float, seed: int,
+        steps: int | None, faults: str | None, idle_timeout: float) -> None:
+    """A simulated VENUE server on loopback. Prints its URL on the first line.
+
+    Set TICKREC_SIM_TOKEN to make it reject clients with another token.
+    """
+    from replay.sim.server import Simulator, make_adapter
+    from replay.sim.symbols import default_symbols
+    syms = symbols_list(symbols) or default_symbols(venue)
+    simulator = Simulator(make_adapter(venue), syms, rate=rate, seed=seed, faults=faults,
+                          host=host, port=port, token=os.environ.get("TICKREC_SIM_TOKEN"),
+                          idle_timeout=idle_timeout, steps=steps)
+    stopped = asyncio.Event()
+
+    async def serve() -> None:
+        url = await simulator.start()
+        click.echo(url)
+        sys.stdout.flush()
+        await stopped.wait()
+        await simulator.stop()
+        for sym, st in simulator.stats.items():
+            click.echo(f"sent {sym}: {st.delivered} frames, seq {st.first_seq}..{st.last_seq}, "
+                       f"skipped {len(st.skipped)}, duplicates {st.duplicates}", err=True)
+
+    _run_until_signal(serve, stopped.set)
+
+
+@main.command()
+@click.argument("venue", type=VENUE)
+@click.option("--url", required=True, help="Feed URL (credentials come from the environment).")
+@click.option("--symbols", required=True, help="Comma-separated symbols.")
+@root_option()
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--feed", default=None, help="Feed name for the journal (default: the venue).")
+@click.option("--flush-seconds", type=float, default=30.0, show_default=True,
+              help="Publish Parquet at least this often.")
+def record(venue: str, url: str, symbols: str, root: Path | None, duration: float | None,
+           feed: str | None, flush_seconds: float) -> None:
+    """Capture VENUE until SIGINT/SIGTERM or --duration; everything is flushed before exit."""
+    from recorder.run import record_feed
+    syms = symbols_list(symbols)
+    if not syms:
+        raise ConfigError("--symbols is empty")
+    summary = record_feed(venue, url, syms, resolve_root(root), duration=duration, feed=feed,
+                          flush_seconds=flush_seconds, progress=lambda line: click.echo(line, err=True))
+    click.echo(summary)
+
+
+@main.command()
+@click.argument("sql")
+@root_option()
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def query(sql: str, root: Path | None, fmt: str) -> None:
+    """DuckDB SQL over the store's views: raw, trades, book, tickers, bars, bars_final, gaps, sessions."""
+    from storage.catalog import format_table, run_query
+    click.echo(format_table(run_query(resolve_root(root, must_exist=True), sql), fmt))
+
+
+@main.command()
+@click.argument("venue", type=VENUE)
+@click.argument("file", type=click.File("rb"), default="-")
+@click.option("--records", is_flag=True,
+              help="Input is `tickrec replay --kind raw` JSON lines (both directions), not bare frames.")
+def parse(venue: str, file: Any, records: bool) -> None:
+    """Raw frames in (one per line, or FILE), normalized events out as JSON lines."""
+    from tickrec.parse import parse_lines
+    for line in parse_lines(venue, file, records=records):
+        click.echo(line)
+
+
+@main.command()
+@root_option()
+@click.option("--venue", type=VENUE, default=None)
+@click.option("--date", default=None, help="UTC date YYYY-MM-DD.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+def gaps(root: Path | None, venue: str | None, date: str | None, fmt: str) -> None:
+    """The gap report: per venue and symbol, what is missing and why."""
+    from tickrec.reports import gap_report
+    click.echo(gap_report(resolve_root(root, must_exist=True), venue, date, fmt))

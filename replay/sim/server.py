@@ -119,7 +119,7 @@ class Simulator:
                     self.server.drop_all()
                 for f in faults:
                     if f.kind == "stall":
-                        self.server.silent_until = time.monotonic() + f.arg
+                        self.server.stall(f.arg)
             await asyncio.sleep(0.002)
         self.done.set()
 

@@ -1,0 +1,145 @@
+"""DuckDB over the store: one view per table, plus ``bars_final``.
+
+Every view exists (with its columns and zero rows) even before anything was
+recorded, and carries ``venue`` and ``date`` from the partition directories.
+Queries are read-only: only SELECT / EXPLAIN statements are accepted, so a
+``COPY … TO`` or ``DELETE`` against the store fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.errors import ConfigError, StoreError
+from schemas.tables import TABLES
+
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+BARS_FINAL = """
+CREATE VIEW bars_final AS
+SELECT * FROM bars
+QUALIFY row_number() OVER (
+    PARTITION BY venue, symbol, "interval", ts_event
+    ORDER BY ts_recv DESC, session DESC, frame DESC, pos DESC) = 1
+"""
+
+
+def _glob(root: Path, table: str) -> str:
+    return str(root / table / "venue=*" / "date=*" / "*.parquet")
+
+
+def connect(root: Path | str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the store's views defined."""
+    root = Path(root)
+    if not root.exists():
+        raise ConfigError(f"store root {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise ConfigError(f"store root {str(root)!r} is not a directory")
+    con = duckdb.connect()
+    for table, schema in TABLES.items():
+        if any(root.glob(f"{table}/venue=*/date=*/*.parquet")):
+            pattern = _glob(root, table).replace("'", "''")
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
+                f"hive_partitioning=true, union_by_name=true, "
+                f"hive_types={{'venue': VARCHAR, 'date': DATE}})")
+        else:
+            empty = pa.schema(list(schema) + [pa.field("venue", pa.string()),
+                                              pa.field("date", pa.date32())]).empty_table()
+            con.register(f"_empty_{table}", empty)
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+    con.execute(BARS_FINAL)
+    return con
+
+
+def run_query(root: Path | str, sql: str) -> pa.Table:
+    """Run one read-only statement (or several; the last one's result is returned)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ConfigError(f"SQL error: {_one_line(exc)}") from None
+    if not statements:
+        raise ConfigError("no SQL statement given")
+    for st in statements:
+        if st.type not in _READ_ONLY:
+            raise ConfigError(f"the store is read-only here: {st.type.name} statements are refused")
+    con = connect(root)
+    try:
+        result: pa.Table | None = None
+        for st in statements:
+            rel = con.sql(st.query)
+            result = rel.fetch_arrow_table() if rel is not None else pa.table({})
+        assert result is not None
+        return result
+    except duckdb.IOException as exc:
+        raise StoreError(f"store read failed: {_one_line(exc)}") from None
+    except duckdb.Error as exc:
+        raise ConfigError(f"SQL error: {_one_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
+
+
+def _printable(table: pa.Table) -> pa.Table:
+    cols = []
+    for col in table.columns:
+        if pa.types.is_timestamp(col.type):
+            col = \
+                pc.cast(col, pa.string())
+        cols.append(col)
+    return pa.Table.from_arrays(cols, names=table.column_names)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return str(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def format_table(table: pa.Table, fmt: str = "table", max_width: int = 60) -> str:
+    rows = _printable(table).to_pylist()
+    names = table.column_names
+    if fmt == "json":
+        return "\n".join(json.dumps({k: _jsonable(r[k]) for k in names}, ensure_ascii=False)
+                         for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(names)
+        for r in rows:
+            w.writerow([_cell(r[k]) for k in names])
+        return buf.getvalue().rstrip("\n")
+    cells = [[_cell(r[k])[:max_width] for k in names] for r in rows]
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    out = [line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
