@@ -1,0 +1,3 @@
+from tickrec.cli import main
+
+main()
