@@ -76,7 +76,7 @@ def run_query(root: Path | str, sql: str) -> pa.Table:
         result: pa.Table | None = None
         for st in statements:
             rel = con.sql(st.query)
-            result = rel.fetch_arrow_table() if rel is not None else pa.table({})
+            result = _arrow(rel) if rel is not None else pa.table({})
         assert result is not None
         return result
     except duckdb.IOException as exc:
@@ -85,6 +85,13 @@ def run_query(root: Path | str, sql: str) -> pa.Table:
         raise ConfigError(f"SQL error: {_one_line(exc)}") from None
     finally:
         con.close()
+
+
+def _arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    # DuckDB 2 renamed fetch_arrow_table (kept, deprecated) to to_arrow_table.
+    fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
+    table: pa.Table = fetch()
+    return table
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,6 +27,10 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            where = f"tickrec {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else "tickrec"
+            click.echo(f"tickrec: error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(2)
         except PermanentFeedError as exc:
             click.echo(f"tickrec: feed stopped: {exc}", err=True)
             sys.exit(3)
@@ -96,7 +100,7 @@ def _run_until_signal(coro_factory: Any, stop: Any) -> Any:
 
 
 @main.command()
-@click.argument("venue", type=VENUE)
+@click.argument("venue", type=VENUE, metavar="VENUE")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=0, type=int, help="Port (default: any free port).")
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: the venue's demo set).")
@@ -135,7 +139,7 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float, seed
 
 
 @main.command()
-@click.argument("venue", type=VENUE)
+@click.argument("venue", type=VENUE, metavar="VENUE")
 @click.option("--url", required=True, help="Feed URL (credentials come from the environment).")
 @click.option("--symbols", required=True, help="Comma-separated symbols.")
 @root_option()
@@ -167,7 +171,7 @@ def query(sql: str, root: Path | None, fmt: str) -> None:
 
 
 @main.command()
-@click.argument("venue", type=VENUE)
+@click.argument("venue", type=VENUE, metavar="VENUE")
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option("--records", is_flag=True,
               help="Input is `tickrec replay --kind raw` JSON lines (both directions), not bare frames.")
@@ -187,3 +191,22 @@ def gaps(root: Path | None, venue: str | None, date: str | None, fmt: str) -> No
     """The gap report: per venue and symbol, what is missing and why."""
     from tickrec.reports import gap_report
     click.echo(gap_report(resolve_root(root, must_exist=True), venue, date, fmt))
+
+
+@main.command()
+@root_option()
+def verify(root: Path | None) -> None:
+    """Integrity check: files, schema versions, journals, and every row re-derived from raw.
+
+    Exit status 1 when anything is wrong.
+    """
+    from tickrec.verify import verify as run_verify
+    report = run_verify(resolve_root(root, must_exist=True))
+    for line in report.notes:
+        click.echo(f"note: {line}")
+    for line in report.problems:
+        click.echo(f"PROBLEM: {line}")
+    click.echo(f"{report.files} files, {report.sessions} sessions, {report.rows_checked} rows "
+               f"checked: {'ok' if report.ok else f'{len(report.problems)} problem(s)'}")
+    if not report.ok:
+        sys.exit(1)
