@@ -71,6 +71,7 @@ class Normalizer:
     session: _Session | None = None
     decoder: Any = None
     rows: int = 0
+    rows_by_table: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
     rejected: int = 0
 
@@ -95,6 +96,7 @@ class Normalizer:
                 if not isinstance(ev, Status):
                     self.writer.add_event(ev)
                     self.rows += 1
+                    self.rows_by_table[ev.TABLE] = self.rows_by_table.get(ev.TABLE, 0) + 1
                     if ev.TABLE == "gaps":
                         self.gaps += 1
                         self.rejected += ev.kind == "rejected"

@@ -48,6 +48,11 @@ def _levels(side: Any, name: str) -> tuple[list[float], list[float]]:
         return [], []
     if not isinstance(side, list):
         raise ProtocolError(f"{name} is not a list")
+    try:        # fast path: well-formed levels
+        return ([float(lvl["price"]) for lvl in side],
+                [float(lvl["volume"]) for lvl in side])
+    except (TypeError, ValueError, KeyError):
+        pass
     px, sz = [], []
     for lvl in side:
         if not isinstance(lvl, dict):

@@ -17,6 +17,16 @@ _NULLS = frozenset(("", "NA", "N/A", "null", "None", "-"))
 
 def num(value: Any, name: str = "value") -> float | None:
     """A float from a number or numeric string; None for absent/empty/"NA"."""
+    kind = type(value)
+    if kind is float:                       # fast paths first: this runs per field per frame
+        return value  # type: ignore[no-any-return]
+    if kind is str:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif kind is int:
+        return float(value)
     if value is None:
         return None
     if isinstance(value, bool):
