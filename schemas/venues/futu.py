@@ -493,7 +493,9 @@ class FutuClient(Client):
             if ev.kind == "connected" and ev.detail.startswith(STATUS_CONNECTED):
                 m = re.search(r"keepAliveInterval=(\d+)", ev.detail)
                 if m and int(m.group(1)) > 0:
-                    self.heartbeat_interval = max(1.0, int(m.group(1)) * 4 / 5)
+                    # at most a third of the watchdog's silence, so a quiet market never trips it
+                    self.heartbeat_interval = max(1.0, min(int(m.group(1)) * 4 / 5,
+                                                           self.idle_timeout / 3))
                 self._ready = True
                 out.append(self.subscribe())
             elif (ev.kind == "error" and ev.detail.startswith("OpenD Qot_Sub")

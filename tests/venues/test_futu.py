@@ -220,11 +220,14 @@ def test_client_flow_init_then_subscribe_then_keepalive() -> None:
         (INIT_CONNECT, 1, -1, 0)
     assert c.heartbeat() is None                        # nothing before InitConnect is answered
     d = FutuDecoder("s")
-    reply = encode_reply(INIT_CONNECT, 1, fill=lambda r: _init_s2c(r, keepalive=20))
+    reply = encode_reply(INIT_CONNECT, 1, fill=lambda r: _init_s2c(r, keepalive=10))
     events = d.feed(rec(0, reply))
     assert kinds(events) == ["connected"]
     [sub] = c.after(events)
-    assert c.heartbeat_interval == 16.0
+    assert c.heartbeat_interval == 8.0                  # 4/5 of keepAliveInterval
+    slow = FutuClient(["HK.00700"])
+    slow.after(d.feed(rec(9, encode_reply(INIT_CONNECT, 1, fill=lambda r: _init_s2c(r, 60)))))
+    assert slow.heartbeat_interval == 10.0             # never near the 30 s watchdog
     spkt = ff.unpack(sub.stored)
     sreq = Qot_Sub_pb2.Request.FromString(spkt.body)
     assert spkt.proto_id == QOT_SUB and list(sreq.c2s.subTypeList) == [4]
