@@ -147,8 +147,9 @@ class FutuSimulator(Simulator):
                          market=market or Market(symbols, seed, trade_share=1.0))
         adapter.known = set(symbols)
         self.futu = adapter
-        self.server = TcpWireServer(lambda: adapter.session(token, idle_timeout),  # type: ignore[assignment]
-                                    PacketSplitter, host=host, port=port, on_sent=self._sent)
+        tcp = TcpWireServer(lambda: adapter.session(token, idle_timeout), PacketSplitter,
+                            host=host, port=port, on_sent=self._sent)
+        self.server = tcp       # type: ignore[assignment]  # same surface as WireServer
         self.deliveries: list[tuple[str, int, int]] = []
         self.pushes: list[tuple[str, int, list[int]]] = []     # one per packet sent
         self.outages: list[tuple[int, int]] = []       # (first withheld step, last)

@@ -295,6 +295,8 @@ class FutuDecoder(Decoder):
         self.tracker: FutuTracker = FutuTracker()
         self.pending: dict[int, tuple[int, list[str]]] = {}   # serial → (proto, symbols)
         self.subscribed: set[str] = set()
+        # streams whose outage a cache push already showed complete (it brought only repeats)
+        self.reached_back: set[str] = set()
 
     def on_outgoing(self, rec: RawRecord, ctx: FrameContext) -> None:
         u = unpack_frame(rec.payload, from_server=False)
@@ -365,6 +367,8 @@ class FutuDecoder(Decoder):
         # the push reaches back to a tick we had: the outage it covers is complete
         overlap = any(not f and t.push in (PUSH_REFILL, PUSH_CACHE) and last_before is not None
                       and t.seq <= last_before for t, f in zip(ticks, fresh))
+        if closing and overlap:
+            self.reached_back.add(stream)
         if not closing and filled and any(t.push == PUSH_REFILL for t in ticks):
             ctx.gaps([GapSpec(stream, symbol, "disconnect", ts_before, ts, min(filled), max(filled),
                               0 if overlap else None,
@@ -381,8 +385,10 @@ class FutuDecoder(Decoder):
                 pass        # fills in behind newer ticks: not a regression
             else:
                 specs = tr.observe(stream, symbol, t.seq, ts, contiguous=False)
-                ctx.gaps([_amend(s, filled, overlap, len(ticks)) if s.kind == "disconnect" else s
-                          for s in specs])
+                complete = overlap or stream in self.reached_back
+                ctx.gaps([_amend(s, filled, complete, len(ticks)) if s.kind == "disconnect"
+                          else s for s in specs])
+                self.reached_back.discard(stream)
             tr.remember(stream, t.seq)
             ctx.add(Trade, symbol=symbol, ts_event=t.ts_event, seq=t.seq, price=t.price,
                     size=t.size, turnover=t.turnover, side=t.side, trade_type=t.trade_type,
@@ -393,7 +399,7 @@ def _refill_note(filled: list[int], overlap: bool, pushed: int) -> str:
     what = (f"{len(filled)} tick(s) of the outage refilled (seq {min(filled)}..{max(filled)})"
             if filled else "nothing of the outage refilled")
     if overlap:
-        return what + "; the push reaches back to ticks seen before, so none is missing"
+        return what + "; OpenD's push reaches back to ticks seen before, so none is missing"
     if pushed >= REFILL_LIMIT:
         return what + f"; the push was full ({pushed} ticks): earlier ticks may be lost"
     return what + "; ticks before it may be lost"

@@ -103,7 +103,8 @@ def test_time_in_beijing_gives_the_same_instant_as_timestamp(doc: str) -> None:
 
 
 def test_us_time_is_new_york_time_with_milliseconds() -> None:
-    # the Python example's output: US.AAPL 2025-04-07 05:25:44.116 ... 7490500033117159426 ODD_LOT CACHE
+    # the Python example's output:
+    #   US.AAPL APPLE 2025-04-07 05:25:44.116 179.81 9 1618.29 NEUTRAL 7490500033117159426 ODD_LOT CACHE
     t = TickerData(7490500033117159426, "2025-04-07 05:25:44.116", 179.81, 9, 1618.29, 3, 6,
                    None, None, None, 3)
     [ev] = FutuDecoder("s").feed(rec(0, push(t, market=11, code="AAPL")))
@@ -188,6 +189,17 @@ def test_dedup_and_the_outage_survive_a_reconnect() -> None:
     assert (gap.detail or "").startswith("closed: code 1006 lost; 2 tick(s) of the outage refilled")
 
 
+def test_a_cache_push_of_repeats_only_shows_the_outage_was_empty() -> None:
+    d = FutuDecoder("s")
+    d.feed(rec(0, push(tick(100), tick(200))))
+    d.feed(close_rec(1, 10))
+    assert kinds(d.feed(rec(2, push(tick(100, 3), tick(200, 3))))) == ["duplicate", "duplicate"]
+    [gap, trade] = d.feed(rec(3, push(tick(300))))
+    assert isinstance(gap, Gap) and gap.kind == "disconnect" and gap.missing == 0
+    assert "nothing of the outage refilled" in (gap.detail or "")
+    assert "none is missing" in (gap.detail or "")
+
+
 def test_a_reconnect_without_cache_push_says_nothing_was_refilled() -> None:
     d = FutuDecoder("s")
     d.feed(rec(0, push(tick(100))))
@@ -264,7 +276,8 @@ def test_error_replies() -> None:
     assert refused.kind == "fatal"
     [ka] = d.feed(rec(3, encode_reply(KEEP_ALIVE, 4, -1, "late")))
     assert ka.kind == "error"
-    bad_push = encode_reply(QOT_UPDATE_TICKER, 0, -1, "push failed", cls=Qot_UpdateTicker_pb2.Response)
+    bad_push = encode_reply(QOT_UPDATE_TICKER, 0, -1, "push failed",
+                            cls=Qot_UpdateTicker_pb2.Response)
     assert kinds(d.feed(rec(4, bad_push))) == ["error"]
 
 
@@ -277,7 +290,8 @@ def test_required_fields_and_bad_bodies_are_rejected() -> None:
     [g] = d.feed(rec(0, ff.pack(QOT_UPDATE_TICKER, 0, b"\x08\x00\x22\x02\x12\x00")))
     assert isinstance(g, Gap) and g.kind == "rejected" and "required" in (g.detail or "")
     [g2] = d.feed(rec(1, ff.pack(QOT_UPDATE_TICKER, 0, b"\xff\xff")))
-    assert isinstance(g2, Gap) and g2.kind == "rejected" and "not a Qot_UpdateTicker" in (g2.detail or "")
+    assert isinstance(g2, Gap) and g2.kind == "rejected"
+    assert "not a Qot_UpdateTicker" in (g2.detail or "")
     bad = bytearray(push(tick(1)))
     bad[-1] ^= 0x55
     [g3] = d.feed(rec(2, bytes(bad)))
