@@ -88,8 +88,7 @@ MARKETS = {1: "HK", 2: "HK_FUTURE", 11: "US", 21: "SH", 22: "SZ", 31: "SG", 41: 
 MARKET_CODES = {v: k for k, v in MARKETS.items()}
 ZONES = {"HK": "Asia/Shanghai", "HK_FUTURE": "Asia/Shanghai", "SH": "Asia/Shanghai",
          "SZ": "Asia/Shanghai", "US": "America/New_York"}
-STATUS_CONNECTED = "OpenD InitConnect ok"          # prefixes the client reads back
-STATUS_SUB_RETRY = "OpenD Qot_Sub retry"
+STATUS_CONNECTED = "OpenD InitConnect ok"          # the prefix the client reads back
 _TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:[.:](\d{1,9}))?")
 
 
