@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from recorder.backoff import backoff
 from recorder.capture import Capture, recover
+from recorder.tcp import tcp_connect
 from schemas.errors import PermanentFeedError
 from schemas.events import Status
 from schemas.venues import get
@@ -91,10 +92,14 @@ class Recorder:
             code: int | None = None
             reason = ""
             try:
-                async with ws_connect(dial.url, additional_headers=dict(dial.headers),
+                if self.client.transport == "tcp":     # framed TCP (Futu OpenD)
+                    conn: Any = tcp_connect(dial.url, self.client.framer(), open_timeout=10)
+                else:
+                    conn = ws_connect(dial.url, additional_headers=dict(dial.headers),
                                       max_size=MAX_FRAME_BYTES, open_timeout=10,
                                       compression=None, proxy=None, ping_interval=20,
-                                      ping_timeout=20, close_timeout=2) as ws:
+                                      ping_timeout=20, close_timeout=2)
+                async with conn as ws:
                     self.connections += 1
                     self.capture.open_session(dial.redacted_url, self.symbols)
                     await self._emit([Status(self.spec.name, "connected", time.time_ns(),

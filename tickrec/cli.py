@@ -108,7 +108,8 @@ def _run_until_signal(coro_factory: Any, stop: Any) -> Any:
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the deterministic market.")
 @click.option("--steps", default=None, type=int, help="Stop the market after this many steps.")
 @click.option("--faults", default=None,
-              help="Faults, e.g. 'disconnect@500,skip@200,dup@300,malformed@400,stall@600:5'.")
+              help="Faults, e.g. 'disconnect@500,skip@200,dup@300,malformed@400,stall@600:5' "
+                   "(futu also: upstream@N:K, an outage of OpenD's quote server then a refill).")
 @click.option("--idle-timeout", default=30.0, show_default=True, type=float,
               help="Close a client that sent nothing for this long (vendor: 30 s).")
 def sim(venue: str, host: str, port: int, symbols: str | None, rate: float, seed: int,
@@ -120,7 +121,9 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float, seed
     from replay.sim.server import Simulator, make_adapter
     from replay.sim.symbols import default_symbols
     syms = symbols_list(symbols) or default_symbols(venue)
-    simulator = Simulator(make_adapter(venue), syms, rate=rate, seed=seed, faults=faults,
+    adapter = make_adapter(venue)
+    sim_class = getattr(adapter, "simulator", Simulator)    # futu: a TCP server, not WebSocket
+    simulator = sim_class(adapter, syms, rate=rate, seed=seed, faults=faults,
                           host=host, port=port, token=os.environ.get("TICKREC_SIM_TOKEN"),
                           idle_timeout=idle_timeout, steps=steps)
     stopped = asyncio.Event()

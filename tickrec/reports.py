@@ -14,7 +14,9 @@ DETECTABLE = {
     "finazon": "no sequence numbers: gaps are disconnects and staleness only",
     "noren": "no sequence numbers: gaps are disconnects and staleness only",
     "hedgetech": "no sequence numbers: gaps are disconnects and staleness only",
-    "futu": "sequence unique but not contiguous: duplicates and regressions only",
+    "futu": ("sequence unique but not contiguous: loss inside a connection cannot be counted; "
+             "a repeated tick is a duplicate row (stored once); each disconnect says in detail "
+             "how many ticks OpenD's cache/refill push filled in (missing 0: fully refilled)"),
 }
 
 
