@@ -31,12 +31,20 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
                      steps: int = 2000, seed: int = 7, faults: str | None = None,
                      token: str | None = None, credentials: dict[str, str] | None = None,
                      idle_timeout: float | None = None, linger: float = 0.5,
-                     max_seconds: float = 30.0, **rec_kw: Any) -> tuple[Simulator, Recorder]:
-    """Run the simulator until its last step, recording it; return both for inspection."""
-    sim = Simulator(make_adapter(venue), symbols, rate=rate, steps=steps, seed=seed,
-                    faults=faults, token=token)
+                     max_seconds: float = 30.0, adapter_options: dict[str, Any] | None = None,
+                     url_suffix: str = "", rec_symbols: list[str] | None = None,
+                     **rec_kw: Any) -> tuple[Simulator, Recorder]:
+    """Run the simulator until its last step, recording it; return both for inspection.
+
+    ``adapter_options`` go to the venue's simulator adapter, ``url_suffix`` is appended
+    to the simulator's URL, ``rec_symbols`` (default ``symbols``) are what the recorder
+    subscribes; other keywords go to the ``Recorder``.
+    """
+    sim = Simulator(make_adapter(venue, **(adapter_options or {})), symbols, rate=rate,
+                    steps=steps, seed=seed, faults=faults, token=token)
     await sim.start()
-    rec = Recorder(venue, sim.url, symbols, root, credentials=credentials, flush_seconds=1.0,
+    rec = Recorder(venue, sim.url + url_suffix, symbols if rec_symbols is None else rec_symbols,
+                   root, credentials=credentials, flush_seconds=1.0,
                    reconnect_min=0.2, idle_timeout=idle_timeout, **rec_kw)
     task = asyncio.create_task(rec.run())
     try:
