@@ -76,7 +76,9 @@ def run_query(root: Path | str, sql: str) -> pa.Table:
         result: pa.Table | None = None
         for st in statements:
             rel = con.sql(st.query)
-            result = rel.fetch_arrow_table() if rel is not None else pa.table({})
+            # duckdb 2 deprecates fetch_arrow_table (a warning is an error in the tests)
+            fetch = getattr(rel, "to_arrow_table", None) or getattr(rel, "fetch_arrow_table", None)
+            result = fetch() if fetch is not None else pa.table({})
         assert result is not None
         return result
     except duckdb.IOException as exc:
