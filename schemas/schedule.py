@@ -36,7 +36,8 @@ def zone(name: str) -> tzinfo:
     except (ZoneInfoNotFoundError, ValueError, OSError):
         if name in FIXED_OFFSETS:
             return timezone(FIXED_OFFSETS[name], name)
-        raise ConfigError(f"unknown time zone {name!r} (is the tzdata package installed?)") from None
+        raise ConfigError(f"unknown time zone {name!r} (is the tzdata package installed?)"
+                          ) from None
 
 
 def _days(text: str) -> frozenset[int]:
@@ -76,7 +77,8 @@ class TradingHours:
         """``"DAYS HH:MM-HH:MM [ZONE]"``, e.g. ``"Sat-Wed 09:00-15:00 Asia/Tehran"``."""
         words = spec.split()
         if len(words) not in (2, 3):
-            raise ConfigError(f"bad trading hours {spec!r}: expected 'Sat-Wed 09:00-15:00 Asia/Tehran'")
+            raise ConfigError(f"bad trading hours {spec!r}: "
+                              "expected e.g. 'Sat-Wed 09:00-15:00 Asia/Tehran'")
         days = frozenset(range(7)) if words[0].lower() == "daily" else _days(words[0])
         start, sep, end = words[1].partition("-")
         if not sep:

@@ -57,3 +57,31 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
     finally:
         await sim.stop()
     return sim, rec
+
+
+def redecode(root: Path, venue: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Decode the stored ``raw`` rows again, session by session, with fresh decoders.
+
+    Returns, per event table, (session, frame, pos, symbol, ts_event) of every event:
+    compare with the stored rows to check that raw frames alone reproduce them.
+    """
+    from schemas.events import RawRecord, Status
+    from schemas.venues import make_decoder
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    decoders: dict[str, Any] = {}
+    for r in sorted(read_table(root, "raw"), key=lambda r: (r["session"], r["frame"])):
+        dec = decoders.setdefault(r["session"], make_decoder(venue, r["session"]))
+        rec = RawRecord(r["ts_recv"], r["frame"], r["direction"], r["kind"], r["payload"],
+                        r["note"])
+        for ev in dec.feed(rec):
+            if not isinstance(ev, Status):
+                key = (ev.session, ev.frame, ev.pos, ev.symbol, ev.ts_event)
+                out.setdefault(ev.TABLE, []).append(key)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def stored_keys(root: Path, table: str) -> list[tuple[Any, ...]]:
+    """(session, frame, pos, symbol, ts_event) of a table's stored rows, sorted."""
+    return sorted((r["session"], r["frame"], r["pos"], r["symbol"], r["ts_event"])
+                  for r in read_table(root, table))
+

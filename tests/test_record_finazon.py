@@ -14,7 +14,7 @@ import pytest
 
 from schemas.errors import PermanentFeedError
 from storage.catalog import run_query
-from tests.helpers import read_table, record_sim
+from tests.helpers import read_table, record_sim, redecode, stored_keys
 
 SYMBOLS = ["AAPL", "MSFT"]
 NS = 1_000_000_000
@@ -51,7 +51,8 @@ async def test_a_disconnect_gap_counts_the_whole_bars_it_swallowed(tmp_path: Pat
         assert 0 < sum(b["symbol"] == sym for b in bars) <= sim.stats[sym].delivered
     # one gap per symbol, bounded by the updates around the outage; 'missing' is the
     # number of whole bars between the bar before and the bar after
-    assert sorted(g["symbol"] for g in gaps) == SYMBOLS and {g["kind"] for g in gaps} == {"disconnect"}
+    assert sorted(g["symbol"] for g in gaps) == SYMBOLS
+    assert {g["kind"] for g in gaps} == {"disconnect"}
     for g in gaps:
         mine = [b for b in bars if b["symbol"] == g["symbol"]]
         before = max((b for b in mine if b["ts_recv"] <= g["ts_start"]), key=lambda b: b["ts_recv"])
@@ -61,6 +62,8 @@ async def test_a_disconnect_gap_counts_the_whole_bars_it_swallowed(tmp_path: Pat
         skipped = (after["ts_event"] - before["ts_event"]) // (60 * NS) - 1
         assert g["missing"] == skipped >= 2      # >= 5 virtual seconds pass before the reconnect
         assert f"{skipped} whole 1m bar(s) never seen" in g["detail"]
+    # the second session decodes from its own raw frames (the open record carries the state)
+    assert redecode(tmp_path, "finazon")["gaps"] == stored_keys(tmp_path, "gaps")
 
 
 async def test_bars_final_keeps_the_last_update_of_each_bar(tmp_path: Path) -> None:
@@ -95,6 +98,10 @@ async def test_a_stall_shorter_than_the_watchdog_is_one_stale_gap(tmp_path: Path
         assert mine[i - 1] == g["ts_start"]        # … and the last one before it
         assert 2.3 * NS < g["ts_end"] - g["ts_start"] < 4.5 * NS
         assert g["missing"] == 0 or "bar(s) never seen" in g["detail"]
+    # the raw frames alone give the same rows: stale_factor travels in the open record
+    again = redecode(tmp_path, "finazon")
+    assert again["gaps"] == stored_keys(tmp_path, "gaps")
+    assert again["bars"] == stored_keys(tmp_path, "bars")
 
 
 async def test_a_bad_key_stops_the_feed_and_the_key_is_never_stored(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ class BarMarket(Market):
         t = self.minute0 + 60 * k
         bars: dict[str, OHLCV] = {}
         for sym in self.symbols:
-            mid = self.mid[sym] = max(1.0, round(self.mid[sym] + rng.choice((-0.02, 0.0, 0.01, 0.02)), 2))
+            move = rng.choice((-0.02, 0.0, 0.01, 0.02))
+            mid = self.mid[sym] = max(1.0, round(self.mid[sym] + move, 2))
             if self.bar_t.get(sym) != t:
                 self.bar_t[sym] = t
                 self.open[sym] = [mid, mid, mid, mid, 0.0]
@@ -106,8 +107,8 @@ class Adapter:
         for dataset, freq in sorted(wanted):
             if not due(freq, tick):
                 continue
-            for sym, (t, o, h, l, c, v) in tick.bars.items():
-                frame = encode_bar(dataset, sym, freq, t, o, h, l, c, v,
+            for sym, (t, o, h, lo, c, v) in tick.bars.items():
+                frame = encode_bar(dataset, sym, freq, t, o, h, lo, c, v,
                                    publisher_only=tick.vsec % 7 == 3,
                                    aggr=" 1m" if tick.vsec % 5 == 1 else "1m")
                 out.append((sym, f"{dataset}|{freq}", frame))

@@ -74,7 +74,8 @@ class SnapshotMarket(Market):
             price, qty = st.mid + TICK * rng.choice((-1, 0, 1)), rng.randint(1, 20) * 10
             st.first = st.first or price
             st.high, st.low = max(st.high, price), min(st.low or price, price)
-            st.trades, st.volume, st.value, st.last = st.trades + 1, st.volume + qty, st.value + price * qty, price
+            st.trades, st.volume, st.last = st.trades + 1, st.volume + qty, price
+            st.value += price * qty
             if not st.bar or st.bar_rounds >= BAR_STEPS:
                 st.bar, st.bar_rounds = [price, price, price, price, 0.0], 0
             b = st.bar
@@ -90,29 +91,35 @@ class SnapshotMarket(Market):
                    rng.randint(1, 50) * 10, rng.randint(1, 9), rng.randint(1, 9)) for i in range(5)]
         empty_third = rng.random() < 0.25
         aggregate = {"date": "", "time": "", "trade_count": st.trades, "total_volume": st.volume,
-                     "total_value": round(st.value), "closing_price": st.last, "last_price": st.last,
-                     "low_price": st.low, "high_price": st.high, "open_price": st.first,
-                     "previous_close": 1_000_000.0}
-        ime_book = {str(i + 1): ({"buy_quantity": 0, "buy_price": 0, "sell_quantity": 0, "sell_price": 0}
-                                 if i == 2 and empty_third else
-                                 {"buy_quantity": bq, "buy_price": bp, "sell_quantity": aq, "sell_price": ap})
-                    for i, (bp, ap, bq, aq, _, _) in enumerate(levels[:3])}
+                     "total_value": round(st.value), "closing_price": st.last,
+                     "last_price": st.last, "low_price": st.low, "high_price": st.high,
+                     "open_price": st.first, "previous_close": 1_000_000.0}
+        ime_book = {}
+        for i, (bp, ap, bq, aq, _, _) in enumerate(levels[:3]):
+            if i == 2 and empty_third:
+                bp = ap = bq = aq = 0
+            ime_book[str(i + 1)] = {"buy_quantity": bq, "buy_price": bp,
+                                    "sell_quantity": aq, "sell_price": ap}
         ime = {"BestLimit": ime_book, "Aggregate": aggregate,
-               "AllowedPriceRange": {"minAllowedPrice": st.mid * 0.95, "maxAllowedPrice": st.mid * 1.05},
-               "ContractInfo": {"open_interest": st.open_interest, "open_interest_changes": st.oi_change}}
+               "AllowedPriceRange": {"minAllowedPrice": st.mid * 0.95,
+                                     "maxAllowedPrice": st.mid * 1.05},
+               "ContractInfo": {"open_interest": st.open_interest,
+                                "open_interest_changes": st.oi_change}}
         best = {str(i + 1): {"buy_order_count": bn, "buy_quantity": bq, "buy_price": bp,
                              "sell_order_count": an, "sell_quantity": aq, "sell_price": ap}
                 for i, (bp, ap, bq, aq, bn, an) in enumerate(levels)}
-        book = {"Buy": [{"price": bp, "quantity": bq, "count": bn} for bp, _, bq, _, bn, _ in levels],
-                "Sell": [{"price": ap, "quantity": aq, "count": an} for _, ap, _, aq, _, an in levels]}
+        book = {"Buy": [{"price": p, "quantity": q, "count": n} for p, _, q, _, n, _ in levels],
+                "Sell": [{"price": p, "quantity": q, "count": n} for _, p, _, q, _, n in levels]}
         bar = st.bar or [st.mid] * 4 + [0.0]
-        tse = {"best-limit": best, "order-book": book, "aggregate": aggregate,
-               "ohlcv-last-1m": dict(zip(("open", "high", "low", "close", "volume"), bar)),
-               "institutional-vs-individual": dict(st.flow),
-               "contract-info": {"open_interest": st.open_interest, "initial_margin": 50_000,
-                                 "required_margin": 40_000},
-               "fund-info": {"nav": round(st.mid * 0.99, 1), "units": 1_000_000,
-                             "marketCap": round(st.mid * 1_000_000), "as_of": ""}}
+        tse: dict[str, dict[str, Any]] = {
+            "best-limit": best, "order-book": book, "aggregate": aggregate,
+            "ohlcv-last-1m": dict(zip(("open", "high", "low", "close", "volume"), bar,
+                                      strict=True)),
+            "institutional-vs-individual": dict(st.flow),
+            "contract-info": {"open_interest": st.open_interest, "initial_margin": 50_000,
+                              "required_margin": 40_000},
+            "fund-info": {"nav": round(st.mid * 0.99, 1), "units": 1_000_000,
+                          "marketCap": round(st.mid * 1_000_000), "as_of": ""}}
         return SnapshotTick(self.step, sym, "snapshot", self.step, st.mid, 0.0, 0, ime=ime, tse=tse)
 
 
@@ -155,4 +162,5 @@ class Adapter:
         return out
 
     def malformed(self) -> str:
-        return '{"channel":"IME Stream","contractName":"x","timestamp":"2025-11-14T12:00:00","data":{'
+        return ('{"channel":"IME Stream","contractName":"x","timestamp":"2025-11-14T12:00:00",'
+                '"data":{')

@@ -139,7 +139,9 @@ class FinazonDecoder(Decoder):
         rid = obj.get("request_id")
         about = f" (request {_text(rid, 40)})" if rid is not None else ""
         tickers = _tickers(obj.get("data"))
-        shown = ", ".join(tickers[:10]) + (f" and {len(tickers) - 10} more" if len(tickers) > 10 else "")
+        shown = ", ".join(tickers[:10])
+        if len(tickers) > 10:
+            shown += f" and {len(tickers) - 10} more"
         if status == "error":
             message = _text(obj.get("message") or obj.get("error") or code or "error")
             fatal = any(w in f"{message} {code}".lower() for w in AUTH_WORDS)
@@ -221,11 +223,11 @@ class FinazonClient(Client):
             raise ConfigError(f"finazon frequency {self.frequency!r}: expected one of "
                               f"{', '.join(FREQUENCIES)}")
         self.stale_factor = _stale_factor(self.options.get("stale_factor", DEFAULT_STALE_FACTOR))
-        self.by_dataset: dict[str, list[str]] = {}
+        wanted: dict[str, dict[str, None]] = {}         # dataset -> tickers, ordered, unique
         for sym in self.symbols:
             dataset, ticker = split_symbol(sym, self.dataset)
-            if ticker not in self.by_dataset.setdefault(dataset, []):
-                self.by_dataset[dataset].append(ticker)
+            wanted.setdefault(dataset, {})[ticker] = None
+        self.by_dataset = {d: list(tickers) for d, tickers in wanted.items()}
         self._request_id = 0
 
     def _event(self, obj: dict[str, Any]) -> Outgoing:
@@ -252,7 +254,8 @@ class FinazonClient(Client):
     def decoder_options(self) -> dict[str, Any]:
         return {"stale_factor": self.stale_factor}
 
-    def permanent(self, close_code: int | None, events: Sequence[Event | Status] = ()) -> str | None:
+    def permanent(self, close_code: int | None,
+                  events: Sequence[Event | Status] = ()) -> str | None:
         for ev in events:
             if isinstance(ev, Status) and ev.kind == "fatal":
                 return f"{ev.detail} (check TICKREC_FINAZON_TOKEN)"
@@ -276,12 +279,12 @@ def batches(tickers: Sequence[str], limit: int = MAX_EVENT_BYTES * 9 // 10) -> I
 
 # --- server side (simulator and wire replay) ------------------------------------------
 
-def encode_bar(dataset: str, ticker: str, frequency: str, t: int, o: float, h: float, l: float,
+def encode_bar(dataset: str, ticker: str, frequency: str, t: int, o: float, h: float, lo: float,
                c: float, v: float, *, publisher_only: bool = False, aggr: str = "1m") -> str:
     """A bar update as Finazon sends it (``publisher_only``: older servers' ``p`` without ``d``)."""
     head: dict[str, Any] = {"p": dataset} if publisher_only else {"d": dataset, "p": dataset}
     return json.dumps({**head, "ch": "bars", "f": frequency, "aggr": aggr, "s": ticker, "t": t,
-                       "o": o, "h": h, "l": l, "c": c, "v": v}, separators=(",", ":"))
+                       "o": o, "h": h, "l": lo, "c": c, "v": v}, separators=(",", ":"))
 
 
 def route(payload: bytes | str) -> tuple[str, str] | None:
@@ -354,7 +357,8 @@ class FinazonServer(ServerSession):
         dataset, tickers = obj.get("dataset"), obj.get("tickers")
         if not isinstance(dataset, str) or not dataset:
             return Reply([_error("dataset is required", event, rid)])
-        if not isinstance(tickers, list) or not tickers or not all(isinstance(t, str) for t in tickers):
+        if (not isinstance(tickers, list) or not tickers
+                or not all(isinstance(t, str) for t in tickers)):
             return Reply([_error("tickers must be a non-empty array of strings", event, rid)])
         if obj.get("channel") != "bars":
             return Reply([_error("channel must be bars", event, rid)])

@@ -92,10 +92,12 @@ class Subscription:
         symbols: list[str] = []
         channels: list[str] = []
         for key, value in query_pairs(url):
-            target = symbols if key in endpoint.params else channels if key == "channels" else None
-            for v in value.split(",") if target is not None else ():
-                if v.strip() and v.strip() not in target:
-                    target.append(v.strip())
+            if key not in endpoint.params and key != "channels":
+                continue
+            target = channels if key == "channels" else symbols
+            for v in (v.strip() for v in value.split(",")):
+                if v and v not in target:
+                    target.append(v)
         if endpoint.market == "ime":
             channels = [IME_CHANNEL]
         return cls(endpoint, tuple(symbols), tuple(channels))
@@ -174,7 +176,7 @@ def _side(levels: list[tuple[Any, Any, Any]], name: str, counts: bool) -> Side:
 
 
 def _best_limit(levels: Any, counts: bool) -> dict[str, Any]:
-    """BestLimit ``{"1": {buy_price, buy_quantity[, buy_order_count], sell_…}, …}`` → Book fields."""
+    """BestLimit ``{"1": {buy_price, buy_quantity[, buy_order_count], sell_…}, …}`` → Book."""
     if not isinstance(levels, dict):
         raise ProtocolError("BestLimit is not an object")
     try:
@@ -316,7 +318,8 @@ class HedgeTechDecoder(Decoder):
         raise ProtocolError(f"unknown channel {channel[:40]!r}")
 
     def _explain(self, gap: GapSpec) -> GapSpec:
-        if gap.kind != "stale" or self.schedule is None or gap.ts_start is None or gap.ts_end is None:
+        if (gap.kind != "stale" or self.schedule is None or gap.ts_start is None
+                or gap.ts_end is None):
             return gap
         open_s = self.schedule.open_ns(gap.ts_start, gap.ts_end) / 1e9
         return replace(gap, detail=f"{gap.detail}, {open_s:.1f}s of it in trading hours "
@@ -361,7 +364,8 @@ class HedgeTechClient(Client):
         self.channels = tuple(channels.split(",") if isinstance(channels, str) else channels)
         bad = [c for c in self.channels if c not in TSE_CHANNELS]
         if bad:
-            raise ConfigError(f"unknown hedgetech channels {bad}: expected {', '.join(TSE_CHANNELS)}")
+            raise ConfigError(f"unknown hedgetech channels {bad}: "
+                              f"expected {', '.join(TSE_CHANNELS)}")
         self.param = self.options.get("param")
         self.stale_after = self.options.get("stale_after", DEFAULT_STALE_AFTER)
         _stale_after_ns(self.stale_after)
@@ -373,6 +377,9 @@ class HedgeTechClient(Client):
         pairs = query_pairs(url)
         used = [k for k, _ in pairs if k in sub.endpoint.params]
         param = self.param or (used[0] if used else sub.endpoint.params[0])
+        if param not in sub.endpoint.params:
+            raise ConfigError(f"hedgetech param {param!r} does not fit {urlsplit(url).path!r}: "
+                              f"expected one of {', '.join(sub.endpoint.params)}")
         pairs += [(param, s) for s in self.symbols if s not in sub.symbols]
         if sub.endpoint.market == "tse" and not sub.channels:
             pairs += [("channels", c) for c in self.channels]
@@ -386,7 +393,8 @@ class HedgeTechClient(Client):
     def decoder_options(self) -> dict[str, Any]:
         return {"stale_after": self.stale_after, "schedule": self.schedule}
 
-    def permanent(self, close_code: int | None, events: Sequence[Event | Status] = ()) -> str | None:
+    def permanent(self, close_code: int | None,
+                  events: Sequence[Event | Status] = ()) -> str | None:
         for ev in events:
             if isinstance(ev, Status) and ev.kind == "fatal":
                 return ev.detail
@@ -395,7 +403,8 @@ class HedgeTechClient(Client):
 
 # --- server side (simulator and wire replay) ------------------------------------------
 
-def encode(channel: str, id_field: str, symbol: str, timestamp: str, data: Mapping[str, Any]) -> str:
+def encode(channel: str, id_field: str, symbol: str, timestamp: str,
+           data: Mapping[str, Any]) -> str:
     """One message as the Data Engine sends it (UTF-8 JSON, Persian names unescaped)."""
     return json.dumps({"channel": channel, id_field: symbol, "timestamp": timestamp, "data": data},
                       ensure_ascii=False, separators=(",", ":"))
@@ -447,10 +456,12 @@ class HedgeTechServer(ServerSession):
         what = "contract" if sub.endpoint.market == "ime" else "symbol"
         unknown = [s for s in sub.symbols if self.universe and s not in self.universe]
         if not sub.symbols or unknown:
-            return Reply(close=(1008, close_reason(f"invalid {what}s: {', '.join(unknown) or 'none'}")))
-        bad = [c for c in sub.channels if c not in TSE_CHANNELS] if sub.endpoint.market == "tse" else []
-        if bad or not sub.channels:
-            return Reply(close=(1008, close_reason(f"invalid channels: {', '.join(bad) or 'none'}")))
+            listed = ", ".join(unknown) or "none"
+            return Reply(close=(1008, close_reason(f"invalid {what}s: {listed}")))
+        bad = [c for c in sub.channels if c not in TSE_CHANNELS]
+        if sub.endpoint.market == "tse" and (bad or not sub.channels):
+            listed = ", ".join(bad) or "none"
+            return Reply(close=(1008, close_reason(f"invalid channels: {listed}")))
         self.sub, self.streams = sub, sub.streams()
         return Reply()
 
