@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,19 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
                      token: str | None = None, credentials: dict[str, str] | None = None,
                      idle_timeout: float | None = None, linger: float = 0.5,
                      max_seconds: float = 30.0, adapter_options: dict[str, Any] | None = None,
-                     url_suffix: str = "", rec_symbols: list[str] | None = None,
+                     rec_symbols: list[str] | None = None,
                      **rec_kw: Any) -> tuple[Simulator, Recorder]:
     """Run the simulator until its last step, recording it; return both for inspection.
 
-    ``adapter_options`` go to the venue's simulator adapter, ``url_suffix`` is appended
-    to the simulator's URL, ``rec_symbols`` (default ``symbols``) are what the recorder
+    After the last step it waits ``linger`` seconds, then until no frame has arrived
+    for 0.2 s, then stops the recorder. ``adapter_options`` go to the venue's
+    simulator adapter, ``rec_symbols`` (default ``symbols``) are what the recorder
     subscribes; other keywords go to the ``Recorder``.
     """
     sim = Simulator(make_adapter(venue, **(adapter_options or {})), symbols, rate=rate,
                     steps=steps, seed=seed, faults=faults, token=token)
     await sim.start()
-    rec = Recorder(venue, sim.url + url_suffix, symbols if rec_symbols is None else rec_symbols,
+    rec = Recorder(venue, sim.url, symbols if rec_symbols is None else rec_symbols,
                    root, credentials=credentials, flush_seconds=1.0,
                    reconnect_min=0.2, idle_timeout=idle_timeout, **rec_kw)
     task = asyncio.create_task(rec.run())
@@ -52,6 +54,12 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
         await asyncio.wait({task, done}, timeout=max_seconds, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             await asyncio.sleep(linger)
+            # then until the recorder has read what is still in flight (it lags under load)
+            deadline, seen = time.monotonic() + 10.0, -1
+            while (rec.capture is not None and rec.capture.frames_in != seen and not task.done()
+                   and time.monotonic() < deadline):
+                seen = rec.capture.frames_in
+                await asyncio.sleep(0.2)
             rec.stop()
         await asyncio.wait_for(asyncio.shield(task), 15)
     finally:

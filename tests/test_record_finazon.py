@@ -60,7 +60,7 @@ async def test_a_disconnect_gap_counts_the_whole_bars_it_swallowed(tmp_path: Pat
         assert before["ts_recv"] == g["ts_start"] and after["ts_recv"] == g["ts_end"]
         assert before["session"] == sessions[0]["session"] != after["session"] == g["session"]
         skipped = (after["ts_event"] - before["ts_event"]) // (60 * NS) - 1
-        assert g["missing"] == skipped >= 2      # >= 5 virtual seconds pass before the reconnect
+        assert g["missing"] == skipped >= 1      # a reconnect takes longer than a 2 s bar
         assert f"{skipped} whole 1m bar(s) never seen" in g["detail"]
     # the second session decodes from its own raw frames (the open record carries the state)
     assert redecode(tmp_path, "finazon")["gaps"] == stored_keys(tmp_path, "gaps")
