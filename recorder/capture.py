@@ -151,10 +151,14 @@ class Capture:
         self.writer.mark(self.records)
         return events
 
-    def open_session(self, redacted_url: str, symbols: Sequence[str]) -> str:
+    def open_session(self, redacted_url: str, symbols: Sequence[str],
+                     decoder: dict[str, Any] | None = None) -> str:
         session = new_session_id()
         self._frame = 0
-        note = {"session": session, "symbols": list(symbols), "resume": self.norm.carry}
+        note: dict[str, Any] = {"session": session, "symbols": list(symbols),
+                                "resume": self.norm.carry}
+        if decoder:
+            note["decoder"] = decoder
         self._record("event", "open", redacted_url.encode(), json.dumps(note))
         return session
 

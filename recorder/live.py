@@ -101,7 +101,8 @@ class Recorder:
                                       ping_timeout=20, close_timeout=2)
                 async with conn as ws:
                     self.connections += 1
-                    self.capture.open_session(dial.redacted_url, self.symbols)
+                    self.capture.open_session(dial.redacted_url, self.symbols,
+                                              self.client.decoder_options())
                     await self._emit([Status(self.spec.name, "connected", time.time_ns(),
                                              dial.redacted_url)])
                     code, reason = await self._session(ws)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,21 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
                      steps: int = 2000, seed: int = 7, faults: str | None = None,
                      token: str | None = None, credentials: dict[str, str] | None = None,
                      idle_timeout: float | None = None, linger: float = 0.5,
-                     max_seconds: float = 30.0, **rec_kw: Any) -> tuple[Simulator, Recorder]:
-    """Run the simulator until its last step, recording it; return both for inspection."""
-    sim = Simulator(make_adapter(venue), symbols, rate=rate, steps=steps, seed=seed,
-                    faults=faults, token=token)
+                     max_seconds: float = 30.0, adapter_options: dict[str, Any] | None = None,
+                     rec_symbols: list[str] | None = None,
+                     **rec_kw: Any) -> tuple[Simulator, Recorder]:
+    """Run the simulator until its last step, recording it; return both for inspection.
+
+    After the last step it waits ``linger`` seconds, then until no frame has arrived
+    for 0.2 s, then stops the recorder. ``adapter_options`` go to the venue's
+    simulator adapter, ``rec_symbols`` (default ``symbols``) are what the recorder
+    subscribes; other keywords go to the ``Recorder``.
+    """
+    sim = Simulator(make_adapter(venue, **(adapter_options or {})), symbols, rate=rate,
+                    steps=steps, seed=seed, faults=faults, token=token)
     await sim.start()
-    rec = Recorder(venue, sim.url, symbols, root, credentials=credentials, flush_seconds=1.0,
+    rec = Recorder(venue, sim.url, symbols if rec_symbols is None else rec_symbols,
+                   root, credentials=credentials, flush_seconds=1.0,
                    reconnect_min=0.2, idle_timeout=idle_timeout, **rec_kw)
     task = asyncio.create_task(rec.run())
     try:
@@ -44,8 +54,42 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
         await asyncio.wait({task, done}, timeout=max_seconds, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             await asyncio.sleep(linger)
+            # then until the recorder has read what is still in flight (it lags under load)
+            deadline, seen = time.monotonic() + 10.0, -1
+            while (rec.capture is not None and rec.capture.frames_in != seen and not task.done()
+                   and time.monotonic() < deadline):
+                seen = rec.capture.frames_in
+                await asyncio.sleep(0.2)
             rec.stop()
         await asyncio.wait_for(asyncio.shield(task), 15)
     finally:
         await sim.stop()
     return sim, rec
+
+
+def redecode(root: Path, venue: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Decode the stored ``raw`` rows again, session by session, with fresh decoders.
+
+    Returns, per event table, (session, frame, pos, symbol, ts_event) of every event:
+    compare with the stored rows to check that raw frames alone reproduce them.
+    """
+    from schemas.events import RawRecord, Status
+    from schemas.venues import make_decoder
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    decoders: dict[str, Any] = {}
+    for r in sorted(read_table(root, "raw"), key=lambda r: (r["session"], r["frame"])):
+        dec = decoders.setdefault(r["session"], make_decoder(venue, r["session"]))
+        rec = RawRecord(r["ts_recv"], r["frame"], r["direction"], r["kind"], r["payload"],
+                        r["note"])
+        for ev in dec.feed(rec):
+            if not isinstance(ev, Status):
+                key = (ev.session, ev.frame, ev.pos, ev.symbol, ev.ts_event)
+                out.setdefault(ev.TABLE, []).append(key)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def stored_keys(root: Path, table: str) -> list[tuple[Any, ...]]:
+    """(session, frame, pos, symbol, ts_event) of a table's stored rows, sorted."""
+    return sorted((r["session"], r["frame"], r["pos"], r["symbol"], r["ts_event"])
+                  for r in read_table(root, table))
+

@@ -104,7 +104,8 @@ def _run_until_signal(coro_factory: Any, stop: Any) -> Any:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=0, type=int, help="Port (default: any free port).")
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: the venue's demo set).")
-@click.option("--rate", default=100.0, show_default=True, type=float, help="Market steps per second.")
+@click.option("--rate", default=None, type=float,
+              help="Market steps per second (default: the venue's; AllTick 100, Finazon 1 = real time).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the deterministic market.")
 @click.option("--steps", default=None, type=int, help="Stop the market after this many steps.")
 @click.option("--faults", default=None,
@@ -112,7 +113,7 @@ def _run_until_signal(coro_factory: Any, stop: Any) -> Any:
                    "(futu also: upstream@N:K, an outage of OpenD's quote server then a refill).")
 @click.option("--idle-timeout", default=30.0, show_default=True, type=float,
               help="Close a client that sent nothing for this long (vendor: 30 s).")
-def sim(venue: str, host: str, port: int, symbols: str | None, rate: float, seed: int,
+def sim(venue: str, host: str, port: int, symbols: str | None, rate: float | None, seed: int,
         steps: int | None, faults: str | None, idle_timeout: float) -> None:
     """A simulated VENUE server on loopback. Prints its URL on the first line.
 

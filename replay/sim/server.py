@@ -21,6 +21,9 @@ from schemas.venues.base import ServerSession
 
 
 class VenueAdapter(Protocol):
+    """What a venue brings to the simulator. Optional extras, looked up with getattr:
+    ``market(symbols, seed) -> Market`` (ticks that fit the venue: bars, snapshots)
+    and ``default_rate`` (steps per second when none is given; else 100)."""
     path: str
 
     def session(self, token: str | None, idle_timeout: float) -> ServerSession: ...
@@ -38,13 +41,14 @@ class SymbolStats:
 
 
 class Simulator:
-    def __init__(self, adapter: VenueAdapter, symbols: list[str], *, rate: float = 100.0,
+    def __init__(self, adapter: VenueAdapter, symbols: list[str], *, rate: float | None = None,
                  seed: int = 1, faults: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, idle_timeout: float = 30.0,
                  steps: int | None = None, market: Market | None = None) -> None:
         self.adapter = adapter
-        self.market = market or Market(symbols, seed)
-        self.rate = rate
+        make_market = getattr(adapter, "market", None)
+        self.market = market or (make_market(symbols, seed) if make_market else Market(symbols, seed))
+        self.rate = rate if rate is not None else float(getattr(adapter, "default_rate", 100.0))
         self.steps = steps
         self.plan = parse_faults(faults)
         self.stats: dict[str, SymbolStats] = {s: SymbolStats() for s in symbols}

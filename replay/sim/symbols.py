@@ -6,7 +6,7 @@ DEFAULTS = {
     "alltick": ["AAPL.US", "700.HK", "BTCUSDT"],
     "finazon": ["AAPL", "MSFT", "TSLA"],
     "noren": ["NSE|22", "NSE|2885", "NFO|35003"],
-    "hedgetech": ["Gold-Coin-1404", "Saffron-1404"],
+    "hedgetech": ["سکه-طلا-۱۴۰۴", "زعفران-۱۴۰۴", "Gold-Coin-1404"],   # IME contract names
     "futu": ["HK.00700", "US.AAPL"],
 }
 

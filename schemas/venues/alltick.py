@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from schemas.errors import ProtocolError
 from schemas.events import Book, RawRecord, Trade
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
+from schemas.venues.urls import redact_url, with_query
 from schemas.venues.values import epoch_ns, integer, num
 
 VENUE = "alltick"
@@ -149,19 +150,6 @@ class AllTickDecoder(Decoder):
                            f"AllTick: ret {ret} ({ERRORS.get(ret or 0, 'error')})")
         else:
             raise ProtocolError(f"unknown cmd_id {cmd}")
-
-
-def redact_url(url: str, secret_keys: tuple[str, ...] = ("token", "apikey")) -> str:
-    parts = urlsplit(url)
-    query = [(k, "***" if k.lower() in secret_keys else v) for k, v in parse_qsl(parts.query)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
-
-
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class AllTickClient(Client):

@@ -117,6 +117,13 @@ class Decoder(ABC):
         note = json.loads(rec.note) if rec.note else {}
         if "resume" in note:
             self.tracker.load(note["resume"])
+        if note.get("decoder"):
+            self.configure(note["decoder"])
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Apply the settings a client recorded in the session's open record
+        (``Client.decoder_options``): staleness thresholds, schedules. Unknown keys
+        are ignored, so old journals decode with newer code."""
 
     def on_close(self, rec: RawRecord) -> None:
         reason = ""
@@ -158,6 +165,11 @@ class Client(ABC):
 
     def heartbeat(self) -> Outgoing | None:
         return None
+
+    def decoder_options(self) -> dict[str, Any]:
+        """Settings the decoder needs (JSON values). The recorder writes them into each
+        session's open record, so re-decoding the journal gives the same rows."""
+        return {}
 
     def permanent(self, close_code: int | None, events: Sequence[Event | Status] = ()) -> str | None:
         """A one-line reason when the feed must stop instead of reconnecting."""

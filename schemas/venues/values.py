@@ -8,11 +8,15 @@ all of them and raise ``ProtocolError`` only for values that are really wrong.
 from __future__ import annotations
 
 import math
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from schemas.errors import ProtocolError
 
 _NULLS = frozenset(("", "NA", "N/A", "null", "None", "-"))
+# Arrow's timestamp[ns] is an int64: a time past 2262 would fail at publish, not here.
+MAX_NS = 2**63 - 1
 
 
 def num(value: Any, name: str = "value") -> float | None:
@@ -71,10 +75,58 @@ def epoch_ns(value: Any, name: str = "time") -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0 or value > 4_000_000_000_000:
             raise ProtocolError(f"{name} out of range: {value}")
-        return value * 1_000_000_000 if value < 100_000_000_000 else value * 1_000_000
+        ns = value * 1_000_000_000 if value < 100_000_000_000 else value * 1_000_000
+        if ns > MAX_NS:
+            raise ProtocolError(f"{name} out of range: {value}")
+        return ns
     f = num(value, name)
     if f is None:
         return None
     if not math.isfinite(f) or f < 0 or f > 4e12:
         raise ProtocolError(f"{name} out of range: {value!r:.40}")
-    return int(round(f * 1e9)) if f < 1e11 else int(round(f * 1e6))
+    ns = int(round(f * 1e9)) if f < 1e11 else int(round(f * 1e6))
+    if ns > MAX_NS:
+        raise ProtocolError(f"{name} out of range: {value!r:.40}")
+    return ns
+
+
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9})\d*)?)?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?")
+
+
+def iso_ns(value: Any, naive_zone: tzinfo, name: str = "timestamp") -> int | None:
+    """ISO-8601 text (any fraction of a second, with or without a zone) as epoch ns.
+
+    A time without a zone is local time in ``naive_zone``. Numbers are taken as
+    epoch seconds/milliseconds (``epoch_ns``). None/""/"NA" give None; anything
+    else that is not a date-time between 1970 and 2262 raises ``ProtocolError``.
+    """
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return epoch_ns(value, name)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} has type {type(value).__name__}")
+    text = value.strip()
+    if text in _NULLS:
+        return None
+    m = _ISO.fullmatch(text)
+    if m is None:
+        raise ProtocolError(f"{name} is not an ISO-8601 time: {value[:40]!r}")
+    y, mo, d, hh, mi, ss, frac, zone = m.groups()
+    try:
+        dt = datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0))
+        if zone is None:
+            tz: tzinfo = naive_zone
+        elif zone in "Zz":
+            tz = timezone.utc
+        else:
+            digits = zone[1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+            tz = timezone(-offset if zone[0] == "-" else offset)
+        seconds = int(dt.replace(tzinfo=tz).timestamp())
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ProtocolError(f"{name} is not a valid time: {value[:40]!r} ({exc})") from None
+    ns = seconds * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
+    if ns < 0 or ns > MAX_NS:
+        raise ProtocolError(f"{name} out of range: {value[:40]!r}")
+    return ns
