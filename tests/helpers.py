@@ -31,10 +31,14 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
                      steps: int = 2000, seed: int = 7, faults: str | None = None,
                      token: str | None = None, credentials: dict[str, str] | None = None,
                      idle_timeout: float | None = None, linger: float = 0.5,
-                     max_seconds: float = 30.0, **rec_kw: Any) -> tuple[Simulator, Recorder]:
-    """Run the simulator until its last step, recording it; return both for inspection."""
-    sim = Simulator(make_adapter(venue), symbols, rate=rate, steps=steps, seed=seed,
-                    faults=faults, token=token)
+                     max_seconds: float = 30.0, adapter_options: dict[str, Any] | None = None,
+                     **rec_kw: Any) -> tuple[Simulator, Recorder]:
+    """Run the simulator until its last step, recording it; return both for inspection.
+
+    ``adapter_options`` go to the venue's simulator adapter (``make_adapter``).
+    """
+    sim = Simulator(make_adapter(venue, **(adapter_options or {})), symbols, rate=rate,
+                    steps=steps, seed=seed, faults=faults, token=token)
     await sim.start()
     rec = Recorder(venue, sim.url, symbols, root, credentials=credentials, flush_seconds=1.0,
                    reconnect_min=0.2, idle_timeout=idle_timeout, **rec_kw)
