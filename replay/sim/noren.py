@@ -44,6 +44,10 @@ class Instrument:
                       "o": "NA", "h": "NA", "l": "NA", "ap": "NA", "v": "0",
                       "oi": "NA" if e in ("NSE", "BSE") else "100000",
                       "ft": str(int(time.time())), "ltq": "0", "ltt": "NA"}
+        for i in range(1, LEVELS + 1):           # Noren shows an empty level as zeros
+            for side in "bs":
+                inst.state.update({f"{side}p{i}": inst.fmt(0.0), f"{side}q{i}": "0",
+                                   f"{side}o{i}": "0"})
         inst.last = {TOUCHLINE: inst.view(TOUCHLINE), DEPTH: inst.view(DEPTH)}
         return inst
 
