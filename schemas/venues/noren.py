@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -46,7 +47,7 @@ from schemas.events import Book, Event, RawRecord, Status, Ticker
 from schemas.gaps import GapSpec
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
 from schemas.venues.noren_fields import (DEPTH, LEVELS, TOUCHLINE, book_columns, event_time,
-                                         ticker_columns)
+                                         precision, ticker_columns)
 
 VENUE = "noren"
 SNAPSHOTS = {"tk": TOUCHLINE, "dk": DEPTH}
@@ -189,6 +190,8 @@ class NorenDecoder(Decoder):
                 continue
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise ProtocolError(f"field {key[:20]!r} is a {type(value).__name__}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ProtocolError(f"field {key[:20]!r} is {value}")    # extras stay JSON
             fields[key] = value
         name = f"{symbol}:{stream}"
         prev = self.states.get((symbol, stream))
@@ -217,9 +220,10 @@ class NorenDecoder(Decoder):
     @staticmethod
     def _rows(state: Mapping[str, Any], stream: str, symbol: str, ctx: FrameContext,
               check_only: bool = False) -> list[tuple[type, dict[str, Any]]]:
+        pp = precision(state)
         common = dict(symbol=symbol, ts_event=event_time(state), seq=None)
-        ticker = (Ticker, {**common, **ticker_columns(state, stream)})
-        book = book_columns(state, LEVELS if stream == DEPTH else 1)
+        ticker = (Ticker, {**common, **ticker_columns(state, stream, pp)})
+        book = book_columns(state, LEVELS if stream == DEPTH else 1, pp)
         rows: list[tuple[type, dict[str, Any]]] = [ticker]
         if book is not None:
             rows.insert(1 if stream == TOUCHLINE else 0, (Book, {**common, **book}))

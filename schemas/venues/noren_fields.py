@@ -40,7 +40,8 @@ MAX_PP = 10
 PRICE_COLUMNS = {"last": "lp", "open": "o", "high": "h", "low": "l", "prev_close": "c",
                  "avg_price": "ap", "lower_limit": "lc", "upper_limit": "uc"}
 QTY_COLUMNS = {"volume": "v", "open_interest": "oi"}
-_LEVEL = re.compile(r"(bp|sp|bq|sq|bo|so)[1-5]")
+LEVEL_FIELDS = frozenset(f"{kind}{i}" for kind in ("bp", "sp", "bq", "sq", "bo", "so")
+                         for i in range(1, LEVELS + 1))
 # fields that have a column somewhere (or are the key / the frame type)
 _MAPPED = frozenset({"t", "e", "tk", "ft", *PRICE_COLUMNS.values(), *QTY_COLUMNS.values()})
 # as values.num: text that means "no value"
@@ -49,20 +50,44 @@ _TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d):([0-5]\d)")
 _DATE_TIME = re.compile(r"(\d{2})-(\d{2})-(\d{4}) (\S+)")
 
 
+def number(value: Any, name: str) -> float | None:
+    """``values.num`` with a fast path for the plain strings Noren sends."""
+    if type(value) is str:
+        if value in _NULL_TEXT:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return num(value, name)
+
+
+def count(value: Any, name: str) -> int | None:
+    """``values.integer`` with the same fast path."""
+    if type(value) is str:
+        if value in _NULL_TEXT:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    return integer(value, name)
+
+
 def is_null(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in _NULL_TEXT)
 
 
 def precision(state: Mapping[str, Any]) -> int | None:
     """The state's ``pp`` (price decimals) or None; ProtocolError when unusable."""
-    pp = integer(state.get("pp"), "pp")
+    pp = count(state.get("pp"), "pp")
     if pp is not None and not 0 <= pp <= MAX_PP:
         raise ProtocolError(f"pp out of range: {pp}")
     return pp
 
 
 def price(state: Mapping[str, Any], field: str, pp: int | None) -> float | None:
-    value = num(state.get(field), field)
+    value = number(state.get(field), field)
     if value is None or pp is None:
         return value
     return round(value, pp)
@@ -91,7 +116,7 @@ def extras(state: Mapping[str, Any], stream: str, skip_levels: bool) -> str:
     """JSON text of the fields without a column (nulls as null), plus ``stream``."""
     out: dict[str, Any] = {}
     for key, value in state.items():
-        if key in _MAPPED or (skip_levels and _LEVEL.fullmatch(key)):
+        if key in _MAPPED or (skip_levels and key in LEVEL_FIELDS):
             continue
         out[key] = None if is_null(value) else value
     if "ltt" in out:
@@ -100,24 +125,31 @@ def extras(state: Mapping[str, Any], stream: str, skip_levels: bool) -> str:
     return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def ticker_columns(state: Mapping[str, Any], stream: str) -> dict[str, Any]:
-    """Keyword arguments of a ``Ticker`` (without the common columns) for ``state``."""
-    pp = precision(state)
+def ticker_columns(state: Mapping[str, Any], stream: str, pp: int | None) -> dict[str, Any]:
+    """Keyword arguments of a ``Ticker`` (without the common columns) for ``state``,
+    prices rounded to ``pp`` decimals (``precision(state)``)."""
     cols: dict[str, Any] = {col: price(state, f, pp) for col, f in PRICE_COLUMNS.items()}
-    cols.update({col: num(state.get(f), f) for col, f in QTY_COLUMNS.items()})
+    cols.update({col: number(state.get(f), f) for col, f in QTY_COLUMNS.items()})
     cols["extras"] = extras(state, stream, skip_levels=True)
     return cols
 
 
-def _side(state: Mapping[str, Any], px: str, qty: str, orders: str, levels: int,
+_BID_KEYS = tuple((f"bp{i}", f"bq{i}", f"bo{i}") for i in range(1, LEVELS + 1))
+_ASK_KEYS = tuple((f"sp{i}", f"sq{i}", f"so{i}") for i in range(1, LEVELS + 1))
+
+
+def _side(state: Mapping[str, Any], keys: tuple[tuple[str, str, str], ...], levels: int,
           pp: int | None) -> tuple[list[float], list[float], list[int]]:
     prices: list[float] = []
     sizes: list[float] = []
     counts: list[int] = []
-    for i in range(1, levels + 1):
-        p = price(state, f"{px}{i}", pp)
-        q = num(state.get(f"{qty}{i}"), f"{qty}{i}")
-        n = integer(state.get(f"{orders}{i}"), f"{orders}{i}")
+    get = state.get
+    for px, qty, orders in keys[:levels]:
+        q = number(get(qty), qty)           # checked even on empty levels
+        n = count(get(orders), orders)
+        p = number(get(px), px)
+        if p is not None and pp is not None:
+            p = round(p, pp)
         if p is None or p == 0:
             continue
         prices.append(p)
@@ -126,15 +158,14 @@ def _side(state: Mapping[str, Any], px: str, qty: str, orders: str, levels: int,
     return prices, sizes, counts
 
 
-def book_columns(state: Mapping[str, Any], levels: int) -> dict[str, Any] | None:
+def book_columns(state: Mapping[str, Any], levels: int, pp: int | None) -> dict[str, Any] | None:
     """Keyword arguments of a ``Book`` for the first ``levels`` levels of ``state``.
 
     With ``levels`` = 1 (touchline) the result is None when neither side has a
     price, and order counts are left out (touchline carries none).
     """
-    pp = precision(state)
-    bid_px, bid_sz, bid_n = _side(state, "bp", "bq", "bo", levels, pp)
-    ask_px, ask_sz, ask_n = _side(state, "sp", "sq", "so", levels, pp)
+    bid_px, bid_sz, bid_n = _side(state, _BID_KEYS, levels, pp)
+    ask_px, ask_sz, ask_n = _side(state, _ASK_KEYS, levels, pp)
     if levels == 1 and not bid_px and not ask_px:
         return None
     full = levels > 1

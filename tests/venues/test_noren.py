@@ -218,6 +218,7 @@ def test_a_rejected_frame_leaves_the_state_untouched() -> None:
     s = Session()
     s.data(tk(lp="10", v="1"))
     for bad in [tf(lp="abc", v="2"), tf(v={"x": 1}), tf(bo1="1.5"), tf(ft="-3"),
+                '{"t":"tf","e":"NSE","tk":"22","ltq":NaN}',
                 '{"t":"tf","tk":"22","lp":"3"}', '{"t":"tf","e":"NSE","tk":"","lp":"3"}']:
         [gap] = s.feed(bad)
         assert isinstance(gap, Gap) and gap.kind == "rejected" and "\n" not in (gap.detail or "")
