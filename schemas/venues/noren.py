@@ -134,17 +134,19 @@ class NorenDecoder(Decoder):
         self._stale_from_tracker()
 
     def on_close(self, rec: RawRecord) -> None:
-        super().on_close(rec)
-        closing = []
-        for stream, st in self.stale.items():
-            if st.seen:     # the tracker's disconnect was settled by a held update: close it here
-                closing.append(GapSpec(stream, st.symbol, "stale", st.since, rec.ts_recv,
-                                       detail=f"no snapshot before the connection closed; "
-                                              f"{st.held} partial update(s) held back"))
-        self.stale.clear()
-        self.states.clear()
-        self._stale_from_tracker()
-        self._closing = closing
+        try:
+            super().on_close(rec)
+        finally:       # even when the close note is unreadable: no state outlives its session
+            closing = []
+            for stream, st in self.stale.items():
+                if st.seen:     # the tracker's disconnect was settled by a held update
+                    closing.append(GapSpec(stream, st.symbol, "stale", st.since, rec.ts_recv,
+                                           detail=f"no snapshot before the connection closed; "
+                                                  f"{st.held} partial update(s) held back"))
+            self.stale.clear()
+            self.states.clear()
+            self._stale_from_tracker()
+            self._closing = closing
 
     def _stale_from_tracker(self) -> None:
         """Every stream with a pending disconnect has a stale state (or none at all)."""
@@ -196,7 +198,7 @@ class NorenDecoder(Decoder):
         name = f"{symbol}:{stream}"
         prev = self.states.get((symbol, stream))
         if not snapshot and prev is None:
-            self._rows(fields, stream, symbol, ctx, check_only=True)
+            self._rows(fields, stream, symbol)       # held back, but checked like any frame
             st = self.stale.get(name)
             if st is None:
                 st = self.stale[name] = _Stale(symbol, rec.ts_recv, "update before any snapshot")
@@ -205,7 +207,7 @@ class NorenDecoder(Decoder):
             st.seen = True
             return
         state = fields if snapshot else {**(prev or {}), **fields}
-        rows = self._rows(state, stream, symbol, ctx)       # raises before any state changes
+        rows = self._rows(state, stream, symbol)       # raises before any state changes
         gaps = self.tracker.observe(name, symbol, None, rec.ts_recv)
         st = self.stale.pop(name, None) if snapshot else None
         if st is not None:
@@ -218,8 +220,9 @@ class NorenDecoder(Decoder):
             ctx.add(cls, **kw)
 
     @staticmethod
-    def _rows(state: Mapping[str, Any], stream: str, symbol: str, ctx: FrameContext,
-              check_only: bool = False) -> list[tuple[type, dict[str, Any]]]:
+    def _rows(state: Mapping[str, Any], stream: str,
+              symbol: str) -> list[tuple[type, dict[str, Any]]]:
+        """(event class, keyword arguments) of the rows of ``state``; ProtocolError if unusable."""
         pp = precision(state)
         common = dict(symbol=symbol, ts_event=event_time(state), seq=None)
         ticker = (Ticker, {**common, **ticker_columns(state, stream, pp)})
@@ -227,7 +230,7 @@ class NorenDecoder(Decoder):
         rows: list[tuple[type, dict[str, Any]]] = [ticker]
         if book is not None:
             rows.insert(1 if stream == TOUCHLINE else 0, (Book, {**common, **book}))
-        return [] if check_only else rows
+        return rows
 
 
 def rederive(raw_rows: Iterable[Mapping[str, Any]]) -> list[Event]:

@@ -418,6 +418,14 @@ def test_frames_after_a_close_in_the_same_decoder_are_stale_too() -> None:
     assert stale.ts_start == closed_at
 
 
+def test_an_unreadable_close_note_is_rejected_but_still_ends_the_state() -> None:
+    s = Session()
+    s.data(tk(lp="10"))
+    [gap] = s.feed(b"", "event", "close", "{not json")
+    assert gap.kind == "rejected"
+    assert s.data(tf(lp="11")) == []
+
+
 def test_unsubscribe_drops_the_state() -> None:
     s = Session()
     s.data(tk(lp="10"))
