@@ -362,9 +362,9 @@ Snapshot = Callable[[str, str], "str | None"]
 class NorenServer(ServerSession):
     """Server side of one Noren connection.
 
-    The first frame must be a ``c`` login with a non-empty ``uid`` and, when the
-    server has a token, the right ``susertoken`` (``jainam``: the double hash of
-    the token and user ids ending in ``_API``). A refused login is answered
+    The first frame must be a ``c`` login; when the server has a token, with a
+    non-empty ``uid`` and the right ``susertoken`` (``jainam``: the double hash of
+    the token and user ids ending in ``_API``); without a token any login is OK. A refused login is answered
     ``{"t":"ck","s":"NOT_OK"}`` (``on_fail="notok"``, the connection stays open)
     or closed with 1008 (``on_fail="close"``); ``ack="cf"`` answers in the
     ``{"t":"cf","k":"OK"}`` style. Frames before a login are ignored. A
@@ -395,13 +395,13 @@ class NorenServer(ServerSession):
         return json.dumps(body, separators=(",", ":"))
 
     def _login_ok(self, obj: Mapping[str, Any]) -> bool:
+        if self.token is None:          # no credentials configured: anyone may log in
+            return True
         uid, actid, token = obj.get("uid"), obj.get("actid"), obj.get("susertoken")
         if not isinstance(uid, str) or not uid or not isinstance(actid, str):
             return False
         if self.jainam and not (uid.endswith("_API") and actid.endswith("_API")):
             return False
-        if self.token is None:
-            return True
         expected = jainam_token(self.token) if self.jainam else self.token
         return token == expected
 

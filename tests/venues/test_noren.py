@@ -452,7 +452,8 @@ def test_server_checks_the_login_and_answers_in_both_failure_styles() -> None:
     assert json.loads(NorenServer("good", ack="cf").on_frame(login(), 0.0).frames[0]) == \
         {"t": "cf", "k": "OK"}
     assert NorenServer(None).on_frame(login(token="anything"), 0.0).frames == ['{"t":"ck","s":"OK"}']
-    assert json.loads(NorenServer(None).on_frame(login(uid=""), 0.0).frames[0])["s"] == "NOT_OK"
+    assert json.loads(NorenServer("good").on_frame(login(uid=""), 0.0).frames[0])["s"] == "NOT_OK"
+    assert json.loads(NorenServer(None).on_frame(login(uid=""), 0.0).frames[0])["s"] == "OK"
     j = NorenServer("sess", jainam=True)
     assert json.loads(j.on_frame(login("U1", jainam_token("sess")), 0.0).frames[0])["s"] == "NOT_OK"
     assert json.loads(j.on_frame(login("U1_API", jainam_token("sess")), 0.0).frames[0])["s"] == "OK"
