@@ -53,6 +53,7 @@ class Recorder:
         self.reconnect_min = self.client.reconnect_min if reconnect_min is None else reconnect_min
         self._stop = asyncio.Event()
         self.capture: Capture | None = None
+        self._publishing: asyncio.Future[Any] | None = None
         self.fatal: str | None = None
         self.connections = 0
         self.recovery_lines: list[str] = []
@@ -79,6 +80,8 @@ class Recorder:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._publishing is not None:       # its thread runs on: let it finish first
+                await asyncio.gather(self._publishing, return_exceptions=True)
             await asyncio.to_thread(self.capture.close)
         if self.fatal:
             raise PermanentFeedError(self.fatal)
@@ -216,7 +219,11 @@ class Recorder:
         while True:
             await asyncio.sleep(0.1)
             if self.capture.publish_due():
-                await asyncio.to_thread(self.capture.publish, self.capture.take())
+                # A worker thread cannot be cancelled; run() waits for this future before
+                # close() publishes, so two publishes never race on the checkpoint.
+                self._publishing = asyncio.ensure_future(
+                    asyncio.to_thread(self.capture.publish, self.capture.take()))
+                await asyncio.shield(self._publishing)
 
 
 class LiveFeed:

@@ -110,7 +110,12 @@ class Simulator:
                 faults = self.plan.get(n, [])
                 kinds = {f.kind for f in faults}
                 self.faults_fired += faults
-                if "skip" in kinds or "dropupdate" in kinds:
+                if "dropupdate" in kinds:
+                    # the venue's state moves on, the frames are lost (a stateful adapter's
+                    # next partial update then omits what changed here)
+                    self.adapter.render(tick)
+                    self.stats[tick.symbol].skipped.append(tick.seq)
+                elif "skip" in kinds:
                     self.stats[tick.symbol].skipped.append(tick.seq)
                 else:
                     self._emit(tick)
