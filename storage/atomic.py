@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def write_parquet(table: pa.Table, final: Path) -> Path:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Replace ``path`` atomically; safe against concurrent writers (unique temp names)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, separators=(",", ":"))
         fh.flush()
