@@ -113,3 +113,29 @@ def test_verify_passes_then_catches_a_changed_row(store: Path, tmp_path: Path) -
     pq.write_table(table, victim)
     code, out, _ = run("verify", "--root", str(copy))
     assert code == 1 and "PROBLEM: alltick trades" in out
+
+
+def test_replay_digest_agrees_across_speeds_and_lines_are_events(store: Path) -> None:
+    digests = set()
+    for speed in ("max", "10"):
+        code, out, err = run("replay", "--venue", "alltick", "--root", str(store), "--speed", speed,
+                             "--digest")
+        assert code == 0, err
+        digests.add(out.strip())
+    assert len(digests) == 1
+    code, out, _ = run("replay", "--venue", "alltick", "--root", str(store), "--speed", "max",
+                       "--symbols", "AAPL.US")
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events and all(e["symbol"] in ("AAPL.US",) for e in events)
+    keys = [(e["ts_recv"], e["session"], e["frame"], e["pos"]) for e in events]
+    assert keys == sorted(keys)
+    code, out, _ = run("replay", "--venue", "alltick", "--root", str(store), "--speed", "max",
+                       "--kind", "raw")
+    assert json.loads(out.splitlines()[0])["kind"] == "open"
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    code, _, err = run("demo", "--root", str(tmp_path))
+    assert code == 2 and "not empty" in err
+    assert (tmp_path / "precious.txt").exists()

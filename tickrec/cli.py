@@ -39,6 +39,9 @@ class Group(click.Group):
             sys.exit(2 if isinstance(exc, ConfigError) else 1)
         except KeyboardInterrupt:
             sys.exit(130)
+        except BrokenPipeError:            # `tickrec replay ... | head`: the reader left
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as exc:
             click.echo(f"tickrec: error: {exc.strerror or exc}"
                        f"{': ' + str(exc.filename) if exc.filename else ''}", err=True)
@@ -213,4 +216,41 @@ def verify(root: Path | None) -> None:
     click.echo(f"{report.files} files, {report.sessions} sessions, {report.rows_checked} rows "
                f"checked: {'ok' if report.ok else f'{len(report.problems)} problem(s)'}")
     if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--venue", type=VENUE, required=True)
+@root_option()
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
+@click.option("--start", default=None, help="Start, UTC (ISO time or date), inclusive.")
+@click.option("--end", default=None, help="End, UTC (ISO time or date), exclusive.")
+@click.option("--speed", default="1", show_default=True,
+              help="1 keeps the recorded spacing, 10 is ten times faster, 'max' does not wait.")
+@click.option("--clock", type=click.Choice(["wall", "virtual"]), default="wall",
+              help="'virtual' never sleeps: each event's own time is 'now' (backtests).")
+@click.option("--kind", type=click.Choice(["events", "raw"]), default="events", show_default=True)
+@click.option("--digest", "want_digest", is_flag=True,
+              help="Print only the sha256 digest of the stream (and its event count).")
+def replay(venue: str, root: Path | None, symbols: str | None, start: str | None,
+           end: str | None, speed: str, clock: str, kind: str, want_digest: bool) -> None:
+    """Replay the store to stdout as JSON lines, in recorded order, paced by --speed."""
+    import replay as replay_pkg
+    from tickrec.replaying import replay_to
+
+    store = resolve_root(root, must_exist=True)
+    feed = replay_pkg.open(store, venue, symbols=symbols_list(symbols) or None, start=start,
+                           end=end, speed=speed, clock=clock, kind=kind)
+    line = asyncio.run(replay_to(feed, click.echo, want_digest))
+    if line:
+        click.echo(line)
+
+
+@main.command()
+@click.option("--root", type=click.Path(path_type=Path), default=Path("demo-data"),
+              show_default=True, help="Where the demo store goes (emptied if an earlier demo's).")
+def demo(root: Path) -> None:
+    """Simulator → record → query → replay, end to end, with a short report."""
+    from tickrec.demo import run_demo
+    if not run_demo(root, click.echo):
         sys.exit(1)
