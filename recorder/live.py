@@ -248,6 +248,10 @@ class LiveFeed:
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
 
+    def now(self) -> int:
+        """The feed's current time (Feed protocol): the wall clock, ns since the epoch."""
+        return time.time_ns()
+
     async def _iterate(self) -> AsyncIterator[Any]:
         while True:
             ev = await self._queue.get()

@@ -1,0 +1,67 @@
+"""tickrec replay: the store played back, in process or on the wire.
+
+In process (this package's public API)::
+
+    async with replay.open(root, venue="alltick", symbols=["BTCUSDT"],
+                           start="2024-05-01", end="2024-05-02", speed=10) as feed:
+        async for event in feed:          # schemas.events records, replay order
+            ...
+
+- ``open(...) -> ReplayFeed``: the Feed protocol (``schemas.feed.Feed``) over the
+  store; see ``replay.feed`` (feed), ``replay.scan`` (order, filters, memory) and
+  ``replay.clock`` (pacing).
+- ``replay_sync(...)``: the same stream unpaced, as a plain iterator.
+- ``iter_batches(...)``: the same rows as sorted ``pyarrow.RecordBatch``es.
+- ``digest(events)`` / ``adigest(feed)``: sha256 of the stream's JSON lines.
+
+``replay.digest`` is the function (it shadows the submodule's name); the
+module's other names come with ``from replay.digest import ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from replay.clock import VirtualClock, WallClock
+
+# After the submodule import, so ``replay.digest`` is the function.
+from replay.digest import adigest, digest, replay_sync
+from replay.feed import ReplayFeed
+from replay.rows import RawRow
+from replay.scan import Scan
+
+
+def open(root: str | os.PathLike[str], venue: str, *,  # noqa: A001 - replay.open is the API
+         symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
+         speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
+         tables: str | Sequence[str] | None = None, precise: bool = False) -> ReplayFeed:
+    """A ``ReplayFeed``: async context manager and async iterator of the stream.
+
+    ``venue`` is required; ``symbols`` a list (or "A,B"); ``start``/``end`` ns ints,
+    datetimes or ISO text, UTC, half-open on ``ts_recv``; ``speed`` a factor or
+    ``"max"``; ``clock`` "wall" or "virtual" (never sleeps, ``now()`` = the event's
+    ``ts_recv``); ``kind`` "events" or "raw" (``RawRow``s); ``tables`` a subset of
+    the event tables (default all five); ``precise`` spins the last millisecond of
+    each wait. Bad arguments, a missing root or a directory that is not a store
+    raise ``ConfigError`` here; an empty range just yields nothing.
+    """
+    return ReplayFeed(root, venue, symbols=symbols, start=start, end=end, speed=speed,
+                      clock=clock, kind=kind, tables=tables, precise=precise)
+
+
+def iter_batches(root: str | os.PathLike[str], venue: str, *,
+                 symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
+                 kind: str = "events", tables: str | Sequence[str] | None = None,
+                 columns: Sequence[str] | None = None,
+                 batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Sorted Arrow record batches of the range (schema: ``replay.scan`` module doc)."""
+    scan = Scan(root, venue, symbols=symbols, start=start, end=end, tables=tables, kind=kind)
+    return scan.iter_batches(columns, batch_rows)
+
+
+__all__ = ["RawRow", "ReplayFeed", "Scan", "VirtualClock", "WallClock", "adigest", "digest",
+           "iter_batches", "open", "replay_sync"]

@@ -1,0 +1,179 @@
+"""Pacing clocks: when the replay releases each event, and what ``now()`` is.
+
+Every clock has ``now() -> int`` (ns since the epoch, UTC, in *recorded* time)
+and ``async wait_until(ts_ns)`` (return once the event recorded at ``ts_ns`` is
+due). ``paced`` says whether ``wait_until`` can ever sleep; the feed skips the
+call for unpaced clocks and calls ``advance(ts_ns)`` instead.
+
+- ``WallClock(speed)``: the first event anchors (``ts0`` ↔ ``time.monotonic``
+  at that moment); the event recorded at ``ts`` is released at
+  ``anchor + (ts - ts0) / speed``. Lateness never accumulates: a consumer that
+  falls behind gets the next events at once until it is back on schedule (the
+  recorded spacing is kept on average, the schedule is never shifted). ``now()``
+  is ``ts0 + elapsed * speed``. asyncio timers fire up to ~1 ms late; with
+  ``precise=True`` the clock sleeps until ``spin`` seconds before the deadline
+  and then spins, yielding to the loop (``asyncio.sleep(0)``) until it is due,
+  which costs CPU but brings lateness down to tens of microseconds.
+  ``lateness`` holds the statistics (how late each release was).
+- ``VirtualClock``: never sleeps; ``now()`` is the ``ts_recv`` of the event
+  being released (backtests; also what ``speed="max"`` uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from typing import Protocol
+
+from schemas.errors import ConfigError
+
+SPIN_S = 0.001
+LATENESS_WINDOW = 65_536
+
+
+class Clock(Protocol):
+    paced: bool
+
+    def now(self) -> int: ...
+
+    def advance(self, ts_ns: int) -> None: ...
+
+    async def wait_until(self, ts_ns: int) -> None: ...
+
+
+class Lateness:
+    """How late releases were: exact count/mean/max, p50/p99 over the last 65,536.
+
+    Values are nanoseconds (``int``) of monotonic time after the deadline.
+    """
+
+    def __init__(self, window: int = LATENESS_WINDOW) -> None:
+        self.window = window
+        self.count = 0
+        self.total_ns = 0
+        self.max_ns = 0
+        self._ring = array("q")
+
+    def add(self, late_ns: int) -> None:
+        late_ns = max(0, late_ns)
+        if self.count < self.window:
+            self._ring.append(late_ns)
+        else:
+            self._ring[self.count % self.window] = late_ns
+        self.count += 1
+        self.total_ns += late_ns
+        if late_ns > self.max_ns:
+            self.max_ns = late_ns
+
+    def percentile(self, q: float) -> int:
+        """The ``q`` quantile (0..1, nearest rank) of the recent window; 0 when empty."""
+        if not self._ring:
+            return 0
+        data = sorted(self._ring)
+        return data[min(len(data) - 1, max(0, round(q * (len(data) - 1))))]
+
+    @property
+    def p50_ns(self) -> int:
+        return self.percentile(0.5)
+
+    @property
+    def p99_ns(self) -> int:
+        return self.percentile(0.99)
+
+    @property
+    def mean_ns(self) -> float:
+        return self.total_ns / self.count if self.count else 0.0
+
+    def summary(self) -> dict[str, float]:
+        """Milliseconds, for a report line."""
+        return {"count": self.count, "p50_ms": self.p50_ns / 1e6, "p99_ms": self.p99_ns / 1e6,
+                "max_ms": self.max_ns / 1e6, "mean_ms": self.mean_ns / 1e6}
+
+
+class VirtualClock:
+    """No sleeping; ``now()`` is the current event's ``ts_recv`` (``start`` before any)."""
+
+    paced = False
+
+    def __init__(self, start: int | None = None) -> None:
+        self._now = start if start is not None else 0
+
+    def now(self) -> int:
+        return self._now
+
+    def advance(self, ts_ns: int) -> None:
+        self._now = ts_ns
+
+    async def wait_until(self, ts_ns: int) -> None:
+        self._now = ts_ns
+
+
+class WallClock:
+    """Release recorded times at ``speed`` × their recorded spacing (see module doc)."""
+
+    paced = True
+
+    def __init__(self, speed: float = 1.0, *, precise: bool = False, spin: float = SPIN_S,
+                 start: int | None = None) -> None:
+        if not speed > 0 or speed == float("inf"):
+            raise ConfigError(f"bad speed {speed!r}: expected a positive finite number")
+        self.speed = float(speed)
+        self.precise = precise
+        self.spin_ns = int(spin * 1e9)
+        self.lateness = Lateness()
+        self._start = start if start is not None else 0
+        self._ts0: int | None = None
+        self._wall0 = 0           # monotonic ns at the anchor
+
+    @property
+    def anchored(self) -> bool:
+        return self._ts0 is not None
+
+    def anchor(self, ts_ns: int) -> None:
+        """Make ``ts_ns`` correspond to this instant (done by the first event)."""
+        self._ts0 = ts_ns
+        self._wall0 = time.monotonic_ns()
+
+    def now(self) -> int:
+        """Replay time: ``ts0 + elapsed * speed`` (``start`` before the first event)."""
+        if self._ts0 is None:
+            return self._start
+        return self._ts0 + int((time.monotonic_ns() - self._wall0) * self.speed)
+
+    def deadline(self, ts_ns: int) -> int:
+        """The monotonic ns at which ``ts_ns`` is due."""
+        assert self._ts0 is not None
+        return self._wall0 + int((ts_ns - self._ts0) / self.speed)
+
+    def advance(self, ts_ns: int) -> None:      # pragma: no cover - the feed awaits instead
+        if self._ts0 is None:
+            self.anchor(ts_ns)
+
+    async def wait_until(self, ts_ns: int) -> None:
+        if self._ts0 is None:
+            self.anchor(ts_ns)
+            self.lateness.add(0)
+            return
+        due = self.deadline(ts_ns)
+        mono = time.monotonic_ns
+        left = due - mono()
+        if left > 0:
+            if not self.precise:
+                await asyncio.sleep(left / 1e9)
+            else:
+                if left > self.spin_ns:
+                    await asyncio.sleep((left - self.spin_ns) / 1e9)
+                while mono() < due:
+                    await asyncio.sleep(0)
+        self.lateness.add(mono() - due)
+
+
+def make_clock(clock: str, speed: float | None, precise: bool = False,
+               start: int | None = None) -> VirtualClock | WallClock:
+    """``clock`` is "wall" or "virtual"; ``speed`` None means "max" (never waits)."""
+    if clock not in ("wall", "virtual"):
+        raise ConfigError(f"bad clock {clock!r}: expected 'wall' or 'virtual'")
+    if clock == "virtual" or speed is None:
+        return VirtualClock(start)
+    return WallClock(speed, precise=precise, start=start)

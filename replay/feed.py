@@ -1,0 +1,147 @@
+"""``ReplayFeed``: the Feed protocol (``schemas.feed``) over the store.
+
+    async with replay.open(root, venue="alltick", symbols=["BTCUSDT"], speed=10) as feed:
+        async for event in feed:
+            ...
+
+Yields the ``schemas.events`` records (``RawRow`` for ``kind="raw"``) of
+``replay.scan.Scan`` in replay order, each released by the clock
+(``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run in a
+worker thread one piece ahead of the consumer, so a day boundary or a large
+Parquet file does not stall the event loop or the pacing. The worker hands over
+``Piece``s (zero-copy Arrow slices); the records are built on the loop, a piece
+at a time: ``PACED_ROWS`` for paced feeds, built in the slack before the next
+event is due, ``UNPACED_ROWS`` otherwise (a few ms of loop time each). Building
+Python objects in the worker instead gains nothing under the GIL and, worse,
+makes the loop wait up to the interpreter's switch interval (5 ms) whenever it
+wants the GIL back, which shows up as pacing lateness. The feed is one stream: a
+second ``async for`` continues where the first stopped; open a new feed to
+replay again. Unpaced feeds (``speed="max"`` or the virtual clock) still yield
+to the event loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps the piece size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from replay.clock import VirtualClock, WallClock, make_clock
+from replay.order import Piece
+from replay.params import parse_speed
+from replay.rows import RawRow
+from replay.scan import CHUNK_ROWS, Scan
+
+YIELD_EVERY = 4096
+PACED_ROWS = 1024
+UNPACED_ROWS = 4096
+
+
+class ReplayFeed:
+    """A replay of one venue's range from the store (see ``replay.open``)."""
+
+    def __init__(self, root: str | os.PathLike[str], venue: str, *,
+                 symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
+                 speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
+                 tables: str | Sequence[str] | None = None, precise: bool = False,
+                 chunk_rows: int = CHUNK_ROWS) -> None:
+        self.scan = Scan(root, venue, symbols=symbols, start=start, end=end, tables=tables,
+                         kind=kind, chunk_rows=chunk_rows)
+        self.speed = parse_speed(speed)
+        self.clock: VirtualClock | WallClock = make_clock(clock, self.speed, precise,
+                                                          self.scan.start)
+        self.count = 0                         # events handed to the consumer
+        self._source: Iterator[Piece] | None = None
+        self._pending: asyncio.Future[Piece | None] | None = None
+        self._buf: list[Any] = []
+        self._i = 0
+        self._done = False
+
+    # -- Feed protocol ---------------------------------------------------------------
+    async def __aenter__(self) -> ReplayFeed:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._done = True
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            # The worker thread cannot be interrupted: let it finish its piece.
+            await asyncio.gather(pending, return_exceptions=True)
+        source, self._source = self._source, None
+        if source is not None and hasattr(source, "close"):
+            source.close()
+        self._buf = []
+
+    def __aiter__(self) -> ReplayFeed:
+        return self
+
+    def now(self) -> int:
+        """The replay clock's time (ns): see ``replay.clock``."""
+        return self.clock.now()
+
+    async def __anext__(self) -> Any:
+        if self._i >= len(self._buf):
+            await self._refill()
+        ev = self._buf[self._i]
+        clock = self.clock
+        if clock.paced:
+            # Cancelled while waiting: the event stays next, nothing is lost.
+            await clock.wait_until(ev.ts_recv)
+            self._i += 1
+            self.count += 1
+        else:
+            clock.advance(ev.ts_recv)
+            self._i += 1
+            self.count += 1
+            if not self.count % YIELD_EVERY:
+                await asyncio.sleep(0)
+        return ev
+
+    # -- reading -----------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._source is None and not self._done:
+            rows = PACED_ROWS if self.clock.paced else UNPACED_ROWS
+            self._source = self.scan.iter_pieces(min(rows, self.scan.chunk_rows))
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))
+
+    def _pull(self) -> Piece | None:
+        source = self._source
+        return None if source is None else next(source, None)
+
+    async def _refill(self) -> None:
+        self._start()
+        while True:
+            if self._done or self._pending is None:
+                self._done = True
+                raise StopAsyncIteration
+            try:
+                # shield: cancelling the consumer must not orphan the worker thread.
+                piece = await asyncio.shield(self._pending)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                self._pending = None
+                self._done = True
+                raise
+            if piece is None:
+                self._pending = None
+                self._done = True
+                raise StopAsyncIteration
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))   # read ahead
+            records = piece.build(self.scan.venue)
+            if records:
+                self._buf, self._i = records, 0
+                return
+
+    # -- unpaced extras ---------------------------------------------------------------
+    def iter_batches(self, columns: Sequence[str] | None = None,
+                     batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        """The same range as sorted Arrow batches, unpaced (``Scan.iter_batches``)."""
+        return self.scan.iter_batches(columns, batch_rows)
+
+
+__all__ = ["RawRow", "ReplayFeed"]

@@ -1,0 +1,154 @@
+"""Arrow rows → Python records, fast: ``RawRow`` and the column-wise builders.
+
+The object path of the replay turns each Arrow column into a Python list once
+(``to_pylist``; timestamp columns are cast to int64 first so times stay int
+nanoseconds) and builds the records from those lists. Building a frozen,
+slotted dataclass through its ``__init__`` costs one ``object.__setattr__``
+call per field plus the keyword call; the builders below instead create the
+instance with ``object.__new__`` and fill each slot through its slot
+descriptor, which gives the very same object (``type(o) is Trade``, equal to
+the ``__init__``-built one) about three times as fast. Classes that have a
+``__post_init__`` or no slots fall back to the keyword constructor.
+
+The cyclic garbage collector is paused while one chunk is converted and built
+(process-wide, for the tens of milliseconds a chunk takes; it is switched back
+on only if it was on): the records and the lists of ``book`` rows are acyclic,
+and letting the collector rescan tens of thousands of fresh containers again and
+again costs more than the conversion itself (book lists: 0.7 → 3 M lists/s).
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from schemas.events import EVENT_CLASSES, EVENT_COLUMNS, RawRecord
+from schemas.tables import RAW
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawRow:
+    """One ``raw`` row as the replay yields it (``kind="raw"``).
+
+    ``RawRecord`` plus where it was stored: ``venue`` (the partition) and
+    ``session`` (the connection). Raw rows are ordered by (ts_recv, session, frame).
+    """
+    TABLE: ClassVar[str] = "raw"
+    venue: str
+    ts_recv: int
+    session: str
+    frame: int
+    direction: str          # in / out / event
+    kind: str               # text / binary / open / close / error
+    payload: bytes
+    note: str | None = None
+
+    def sort_key(self) -> tuple[int, str, int]:
+        return (self.ts_recv, self.session, self.frame)
+
+    def record(self) -> RawRecord:
+        """The journal record this row was stored from (what a venue decoder eats)."""
+        return RawRecord(self.ts_recv, self.frame, self.direction, self.kind, self.payload,
+                         self.note)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``payload`` is UTF-8 text with ``encoding: "utf-8"`` when the
+        bytes are valid UTF-8 and the frame is not binary, else base64 with
+        ``encoding: "base64"``. Decided by the bytes alone, so it is deterministic."""
+        payload: str | None = None
+        encoding = "utf-8"
+        if self.kind != "binary":
+            try:
+                payload = self.payload.decode("utf-8")
+            except UnicodeDecodeError:
+                payload = None
+        if payload is None:
+            payload = base64.b64encode(self.payload).decode("ascii")
+            encoding = "base64"
+        return {"type": "raw", "venue": self.venue, "ts_recv": self.ts_recv,
+                "session": self.session, "frame": self.frame, "direction": self.direction,
+                "kind": self.kind, "payload": payload, "encoding": encoding, "note": self.note}
+
+    def to_json(self) -> str:
+        """One canonical JSON line (sorted keys, no spaces): what digests hash."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=True)
+
+
+RAW_COLUMNS: tuple[str, ...] = tuple(RAW.names)
+Builder = Callable[..., list[Any]]
+RECORD_CLASSES: dict[str, type] = {**EVENT_CLASSES, "raw": RawRow}
+RECORD_COLUMNS: dict[str, tuple[str, ...]] = {**EVENT_COLUMNS, "raw": RAW_COLUMNS}
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    for klass in cls.__mro__:
+        desc = klass.__dict__.get(name)
+        if desc is not None:
+            return desc.__set__  # type: ignore[no-any-return]
+    raise AttributeError(name)
+
+
+def _compile(cls: type, columns: Sequence[str]) -> Builder:
+    """``make(venue, col0, col1, ...)``: one record per row of the column lists."""
+    args = [f"c{i}" for i in range(len(columns))]
+    arglist = ", ".join(args)
+    names = {f.name for f in fields(cls)}
+    if set(columns) | {"venue"} != names:
+        raise TypeError(f"{cls.__name__}: columns {columns} do not match its fields")
+    fast = hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__")
+    glb: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    if fast:
+        glb["s_venue"] = _slot_setter(cls, "venue")
+        sets = []
+        for i, col in enumerate(columns):
+            glb[f"s_{i}"] = _slot_setter(cls, col)
+            sets.append(f"s_{i}(o, c{i})")
+        src = (f"def make(venue, {arglist}):\n"
+               f"    out = []\n"
+               f"    ap = out.append\n"
+               f"    for {arglist}, in zip({arglist}):\n"
+               f"        o = new(cls); s_venue(o, venue); {'; '.join(sets)}; ap(o)\n"
+               f"    return out\n")
+    else:
+        kws = ", ".join(f"{col}=c{i}" for i, col in enumerate(columns))
+        src = (f"def make(venue, {arglist}):\n"
+               f"    return [cls(venue=venue, {kws}) for {arglist}, in zip({arglist})]\n")
+    exec(src, glb)  # noqa: S102 - generated from field names only
+    return glb["make"]  # type: ignore[no-any-return]
+
+
+BUILDERS: dict[str, Builder] = {
+    name: _compile(RECORD_CLASSES[name], cols) for name, cols in RECORD_COLUMNS.items()}
+
+
+def column_lists(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> list[list[Any]]:
+    """Each column as a Python list; timestamps as int ns (cast to int64 first)."""
+    out = []
+    for name in columns:
+        col = table.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        out.append(col.to_pylist())
+    return out
+
+
+def build(name: str, venue: str, table: pa.Table | pa.RecordBatch) -> list[Any]:
+    """The rows of ``table`` (a ``name`` table: an event table or ``raw``) as records."""
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        return BUILDERS[name](venue, *column_lists(table, RECORD_COLUMNS[name]))
+    finally:
+        if enabled:
+            gc.enable()
+
+
+__all__ = ["RawRow", "RECORD_CLASSES", "RECORD_COLUMNS", "build", "column_lists"]

@@ -1,0 +1,300 @@
+"""Read a venue's rows from the store and put them in replay order, one day at a time.
+
+The contract (DESIGN.md, "Replay semantics"):
+
+- **Order.** Events of all selected tables are merged by
+  (``ts_recv``, ``session``, ``frame``, ``pos``); ``raw`` rows by
+  (``ts_recv``, ``session``, ``frame``). The order is defined by sorting, never by
+  the files: rolled recorder files (arrival order) and sealed files (sorted by
+  symbol) give the same stream. Rows of different tables with the same key come
+  in ``EVENT_TABLES`` order (trades, book, tickers, bars, gaps). Two rows of one
+  table with the same full key are a store defect (a frame stored twice); they
+  are kept, in the order read (file name, then row).
+- **Filters.** ``venue`` (required); ``symbols`` (gaps with symbol ``""``, the
+  connection-level ones, only when no symbol filter is given); ``start``/``end``
+  half-open on ``ts_recv``; ``tables``. All are pushed down into the Parquet scan
+  (statistics and row-group pruning), only the needed columns are read.
+- **Memory.** Date partitions (``date`` = UTC date of ``ts_recv``) are processed
+  one at a time in ascending order: a day is read, sorted with Arrow, handed out
+  in chunks, then dropped. Memory follows the largest day, not the range. Rows
+  whose ``ts_recv`` does not belong to their date partition would break the day
+  order: they are dropped with a warning (``tickrec verify`` should flag them).
+- **Files.** Only ``*.parquet`` files are read; hidden temp files (``.<name>.tmp``)
+  never are. A file with an older schema (missing columns) reads as nulls.
+
+Two outputs:
+
+- ``iter_chunks()`` / iteration: lists of records (``schemas.events`` records, or
+  ``RawRow`` for ``kind="raw"``), built column-wise (see ``replay.rows``).
+- ``iter_batches()``: sorted ``pa.RecordBatch``es. For events, one *wide* schema
+  for the whole scan: a ``table`` column (dictionary<int8, string>: which table
+  the row belongs to), the common columns (``symbol``, ``ts_recv``, ``ts_event``,
+  ``seq``, ``session``, ``frame``, ``pos``) and then the union of the selected
+  tables' own columns in ``EVENT_TABLES`` order, null where a table has no such
+  column (no two tables use one name with different types). With one table
+  selected this is just that table's schema plus ``table``. ``columns=`` narrows
+  the output (the sort keys are always read). For ``raw``, the ``raw`` schema.
+  Times stay Arrow timestamps here. Batches never span two days.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from replay.order import Merged, Piece, merge
+from replay.params import parse_symbols, parse_tables, parse_time
+from replay.rows import RECORD_COLUMNS
+from schemas.errors import ConfigError, StoreError
+from schemas.tables import EVENT_TABLES, TABLES, TS
+from storage.layout import DAY_NS, VENUES, date_of, parse_date
+
+log = logging.getLogger("tickrec.replay")
+
+EVENT_KEYS = ("ts_recv", "session", "frame", "pos")
+RAW_KEYS = ("ts_recv", "session", "frame")
+CHUNK_ROWS = 65_536
+STORE_DIRS = frozenset(TABLES) | {"journal"}
+TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
+_FORMAT = ds.ParquetFileFormat()
+
+
+def wide_schema(tables: Sequence[str]) -> pa.Schema:
+    """The schema of ``iter_batches`` for these event tables (see the module doc)."""
+    out: dict[str, pa.Field] = {"table": pa.field("table", TABLE_TYPE, nullable=False)}
+    for t in tables:
+        for f in TABLES[t]:
+            if f.name not in out:
+                out[f.name] = f if len(tables) == 1 else f.with_nullable(True)
+            elif out[f.name].type != f.type:     # pragma: no cover - guarded by a test
+                raise TypeError(f"column {f.name!r} has two types across tables")
+    return pa.schema(list(out.values()))
+
+
+class Scan:
+    """A venue's rows between ``start`` and ``end``, in replay order (see module doc).
+
+    Constructing it checks everything (``ConfigError``); reading is lazy and can
+    be repeated (each ``iter_*`` call starts over and gives the same rows).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], venue: str, *,
+                 symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
+                 tables: str | Sequence[str] | None = None, kind: str = "events",
+                 chunk_rows: int = CHUNK_ROWS) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise ConfigError(f"store root {str(self.root)!r} does not exist")
+        if not self.root.is_dir():
+            raise ConfigError(f"store root {str(self.root)!r} is not a directory")
+        try:
+            names = {p.name for p in self.root.iterdir()}
+        except OSError as exc:
+            raise ConfigError(f"cannot list store root {str(self.root)!r}: {exc.strerror}") from None
+        if not names & STORE_DIRS:
+            raise ConfigError(f"{str(self.root)!r} is not a tickrec store "
+                              f"(no {', '.join(sorted(TABLES))} or journal directory)")
+        if venue not in VENUES:
+            raise ConfigError(f"unknown venue {venue!r}: expected one of {', '.join(VENUES)}")
+        self.venue = venue
+        self.kind = kind
+        self.tables = parse_tables(tables, kind)
+        self.symbols = parse_symbols(symbols)
+        if self.symbols is not None and kind == "raw":
+            raise ConfigError("raw rows have no symbol: drop the symbols filter with kind 'raw'")
+        self.start = parse_time(start, "start")
+        self.end = parse_time(end, "end")
+        self.keys = RAW_KEYS if kind == "raw" else EVENT_KEYS
+        if chunk_rows < 1:
+            raise ConfigError("chunk_rows must be positive")
+        self.chunk_rows = chunk_rows
+        self.dropped_rows = 0      # rows outside their date partition (store defect)
+
+    # -- where the rows are ----------------------------------------------------------
+    @property
+    def empty_range(self) -> bool:
+        return self.start is not None and self.end is not None and self.end <= self.start
+
+    def dates(self) -> list[str]:
+        """The date partitions of the selected tables that can hold rows of the range."""
+        if self.empty_range:
+            return []
+        first = date_of(self.start) if self.start is not None else None
+        last = date_of(self.end - 1) if self.end is not None else None
+        found: set[str] = set()
+        for table in self.tables:
+            base = self.root / table / f"venue={self.venue}"
+            try:
+                entries = list(os.scandir(base))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot list {base}: {exc.strerror}") from None
+            for e in entries:
+                if not (e.name.startswith("date=") and e.is_dir()):
+                    continue
+                try:
+                    day = parse_date(e.name[5:])
+                except ConfigError:
+                    log.warning("replay: ignoring %s (not a date partition)", e.path)
+                    continue
+                if day != e.name[5:]:
+                    log.warning("replay: ignoring %s (not a YYYY-MM-DD partition)", e.path)
+                    continue
+                if (first is None or day >= first) and (last is None or day <= last):
+                    found.add(day)
+        return sorted(found)
+
+    def files(self, table: str, date: str) -> list[str]:
+        """The published files of one partition, by name (never the hidden temps)."""
+        part = self.root / table / f"venue={self.venue}" / f"date={date}"
+        try:
+            return sorted(e.path for e in os.scandir(part)
+                          if e.name.endswith(".parquet") and not e.name.startswith(".")
+                          and e.is_file())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot list {part}: {exc.strerror}") from None
+
+    # -- one day ---------------------------------------------------------------------
+    def _filter(self, table: str, day_start: int) -> ds.Expression:
+        lo = day_start if self.start is None else max(self.start, day_start)
+        hi = day_start + DAY_NS if self.end is None else min(self.end, day_start + DAY_NS)
+        ts = pc.field("ts_recv")
+        expr = (ts >= pa.scalar(lo, TS)) & (ts < pa.scalar(hi, TS))
+        if self.symbols is not None and table != "raw":
+            expr = expr & pc.field("symbol").isin(pa.array(self.symbols, pa.string()))
+        return expr
+
+    def _read(self, table: str, date: str, columns: Sequence[str]) -> pa.Table | None:
+        files = self.files(table, date)
+        if not files:
+            return None
+        day_start = int(parse_time(date) or 0)
+        try:
+            dataset = ds.dataset(files, schema=TABLES[table], format=_FORMAT)
+            out = dataset.to_table(columns=list(columns), filter=self._filter(table, day_start))
+            if (self.start is None or self.start < day_start
+                    or self.end is None or self.end > day_start + DAY_NS):
+                self._count_misplaced(dataset, table, date, day_start)
+        except (pa.ArrowException, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"cannot read {table} of {self.venue} on {date}: {first}") from None
+        return out if out.num_rows else None
+
+    def _count_misplaced(self, dataset: ds.Dataset, table: str, date: str, day_start: int) -> None:
+        """Rows outside their date partition are filtered out by ``_filter``; say so.
+
+        Cheap: answered from the Parquet statistics when the files are sound."""
+        ts = pc.field("ts_recv")
+        outside = (ts < pa.scalar(day_start, TS)) | (ts >= pa.scalar(day_start + DAY_NS, TS))
+        n = dataset.count_rows(filter=outside)
+        if n:
+            self.dropped_rows += n
+            log.warning("replay: %d %s rows of %s in date=%s have ts_recv outside that day; "
+                        "skipped (run tickrec verify)", n, table, self.venue, date)
+
+    def read_day(self, date: str,
+                 columns: Mapping[str, Sequence[str]] | None = None) -> Merged | None:
+        """Read and order one date partition; ``None`` when nothing in it matches.
+
+        ``columns`` per table defaults to all of the table's columns."""
+        parts: list[tuple[str, pa.Table]] = []
+        for table in self.tables:
+            cols = (columns or {}).get(table) or RECORD_COLUMNS[table]
+            t = self._read(table, date, cols)
+            if t is not None:
+                parts.append((table, t))
+        return merge(parts, self.keys) if parts else None
+
+    def _days(self, columns: Mapping[str, Sequence[str]] | None = None) -> Iterator[Merged]:
+        for date in self.dates():
+            day = self.read_day(date, columns)
+            if day is not None:
+                yield day
+
+    # -- records -----------------------------------------------------------------------
+    def iter_pieces(self, rows: int | None = None) -> Iterator[Piece]:
+        """Arrow pieces of at most ``rows`` (default ``chunk_rows``) records, in
+        replay order; ``piece.build(scan.venue)`` makes the records."""
+        for day in self._days():
+            yield from day.pieces(rows or self.chunk_rows)
+
+    def iter_chunks(self) -> Iterator[list[Any]]:
+        """Lists of at most ``chunk_rows`` records, in replay order."""
+        for piece in self.iter_pieces():
+            yield piece.build(self.venue)
+
+    def __iter__(self) -> Iterator[Any]:
+        for chunk in self.iter_chunks():
+            yield from chunk
+
+    # -- Arrow -------------------------------------------------------------------------
+    def schema(self, columns: Sequence[str] | None = None) -> pa.Schema:
+        """The schema of ``iter_batches(columns)``."""
+        full = TABLES["raw"] if self.kind == "raw" else wide_schema(self.tables)
+        if columns is None:
+            return full
+        unknown = [c for c in columns if c not in full.names]
+        if unknown:
+            raise ConfigError(f"unknown column {unknown[0]!r}: expected some of "
+                              f"{', '.join(full.names)}")
+        keep = set(columns) | ({"table"} if self.kind != "raw" else set())
+        return pa.schema([f for f in full if f.name in keep], metadata=full.metadata)
+
+    def iter_batches(self, columns: Sequence[str] | None = None,
+                     batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Sorted record batches of ``schema(columns)`` (see the module doc)."""
+        out_schema = self.schema(columns)       # checks ``columns`` now, not at first next()
+        size = batch_rows or self.chunk_rows
+        if size < 1:
+            raise ConfigError("batch_rows must be positive")
+        return self._batches(out_schema, size)
+
+    def _batches(self, out_schema: pa.Schema, size: int) -> Iterator[pa.RecordBatch]:
+        read_cols = {t: [c for c in TABLES[t].names
+                         if c in out_schema.names or c in self.keys] for t in self.tables}
+        raw = self.kind == "raw"
+        for day in self._days(read_cols):
+            wide = _widen(day, out_schema, raw)     # only columns some part of the day has
+            if day.order is not None:
+                wide = wide.combine_chunks()        # take() on many chunks re-concatenates
+            for off in range(0, day.rows, size):
+                if day.order is None:
+                    part = wide.slice(off, size)
+                else:
+                    part = wide.take(day.order.slice(off, size))
+                part = part.combine_chunks()
+                n = part.num_rows
+                cols = [part.column(f.name).chunk(0) if f.name in part.column_names
+                        else pa.nulls(n, f.type) for f in out_schema]
+                yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
+
+
+def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:
+    """The day's parts as one table: the columns of ``schema`` that at least one
+    part has (null-padded in the others) plus ``table``, in concatenation order."""
+    present = {c for _, t in day.parts for c in t.column_names}
+    fields = [f for f in schema if f.name in present or (f.name == "table" and not raw)]
+    dictionary = pa.array(EVENT_TABLES, pa.string())
+    pieces = []
+    for table, t in day.parts:
+        cols = []
+        for f in fields:
+            if f.name == "table" and not raw:
+                idx = pa.repeat(pa.scalar(EVENT_TABLES.index(table), pa.int8()), t.num_rows)
+                cols.append(pa.DictionaryArray.from_arrays(idx, dictionary))
+            elif f.name in t.column_names:
+                cols.append(t.column(f.name))
+            else:
+                cols.append(pa.nulls(t.num_rows, f.type))
+        pieces.append(pa.Table.from_arrays(cols, schema=pa.schema(fields)))
+    return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
