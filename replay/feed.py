@@ -6,16 +6,18 @@
 
 Yields the ``schemas.events`` records (``RawRow`` for ``kind="raw"``) of
 ``replay.scan.Scan`` in replay order, each released by the clock
-(``replay.clock``). Reading and sorting run in a worker thread one piece ahead
-of the consumer, so a day boundary or a large Parquet file does not stall the
-event loop or the pacing. Unpaced feeds also build the records in the worker,
-in chunks of ``chunk_rows`` (throughput). Paced feeds build them on the loop in
-pieces of ``PACED_ROWS``, in the slack before the next event is due: a worker
-thread building Python objects would hold the GIL for up to the interpreter's
-switch interval (5 ms) at a time and show up as lateness. The feed is one stream: a
+(``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run in a
+worker thread one piece ahead of the consumer, so a day boundary or a large
+Parquet file does not stall the event loop or the pacing. The worker hands over
+``Piece``s (zero-copy Arrow slices); the records are built on the loop, a piece
+at a time: ``PACED_ROWS`` for paced feeds, built in the slack before the next
+event is due, ``UNPACED_ROWS`` otherwise (a few ms of loop time each). Building
+Python objects in the worker instead gains nothing under the GIL and, worse,
+makes the loop wait up to the interpreter's switch interval (5 ms) whenever it
+wants the GIL back, which shows up as pacing lateness. The feed is one stream: a
 second ``async for`` continues where the first stopped; open a new feed to
 replay again. Unpaced feeds (``speed="max"`` or the virtual clock) still yield
-to the event loop every ``YIELD_EVERY`` events and at every chunk.
+to the event loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps the piece size.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from replay.scan import CHUNK_ROWS, Scan
 
 YIELD_EVERY = 4096
 PACED_ROWS = 1024
+UNPACED_ROWS = 4096
 
 
 class ReplayFeed:
@@ -51,8 +54,8 @@ class ReplayFeed:
         self.clock: VirtualClock | WallClock = make_clock(clock, self.speed, precise,
                                                           self.scan.start)
         self.count = 0                         # events handed to the consumer
-        self._source: Iterator[Any] | None = None     # pieces (paced) or record lists
-        self._pending: asyncio.Future[Any] | None = None
+        self._source: Iterator[Piece] | None = None
+        self._pending: asyncio.Future[Piece | None] | None = None
         self._buf: list[Any] = []
         self._i = 0
         self._done = False
@@ -66,7 +69,7 @@ class ReplayFeed:
         self._done = True
         pending, self._pending = self._pending, None
         if pending is not None:
-            # The worker thread cannot be interrupted: let it finish its chunk.
+            # The worker thread cannot be interrupted: let it finish its piece.
             await asyncio.gather(pending, return_exceptions=True)
         source, self._source = self._source, None
         if source is not None and hasattr(source, "close"):
@@ -101,13 +104,11 @@ class ReplayFeed:
     # -- reading -----------------------------------------------------------------------
     def _start(self) -> None:
         if self._source is None and not self._done:
-            if self.clock.paced:
-                self._source = self.scan.iter_pieces(min(PACED_ROWS, self.scan.chunk_rows))
-            else:
-                self._source = self.scan.iter_chunks()
+            rows = PACED_ROWS if self.clock.paced else UNPACED_ROWS
+            self._source = self.scan.iter_pieces(min(rows, self.scan.chunk_rows))
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))
 
-    def _pull(self) -> Any:
+    def _pull(self) -> Piece | None:
         source = self._source
         return None if source is None else next(source, None)
 
@@ -119,22 +120,21 @@ class ReplayFeed:
                 raise StopAsyncIteration
             try:
                 # shield: cancelling the consumer must not orphan the worker thread.
-                chunk = await asyncio.shield(self._pending)
+                piece = await asyncio.shield(self._pending)
             except asyncio.CancelledError:
                 raise
             except BaseException:
                 self._pending = None
                 self._done = True
                 raise
-            if chunk is None:
+            if piece is None:
                 self._pending = None
                 self._done = True
                 raise StopAsyncIteration
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))   # read ahead
-            if isinstance(chunk, Piece):
-                chunk = chunk.build(self.scan.venue)
-            if chunk:
-                self._buf, self._i = chunk, 0
+            records = piece.build(self.scan.venue)
+            if records:
+                self._buf, self._i = records, 0
                 return
 
     # -- unpaced extras ---------------------------------------------------------------
