@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/pytest tests
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .hypothesis

@@ -1,0 +1,46 @@
+"""``make bench``: one table, each figure beside its baseline measured in the same run.
+
+This machine is shared and noisy: read the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from benchmarks import capture, replay_speed, storage
+
+
+def row(name: str, ours: float, base: float | None, unit: str, target: str, met: bool) -> str:
+    ratio = f"{ours / base:6.2f}" if base else "     -"
+    base_s = f"{base:>12,.1f}" if base is not None else " " * 12
+    return (f"{name:38s} {ours:>12,.1f} {base_s} {ratio}  {unit:10s} {target:18s} "
+            f"{'met' if met else 'MISSED'}")
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    print(f"tickrec benchmarks on {platform.node()}: {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
+    print(f"{'figure':38s} {'ours':>12s} {'baseline':>12s} {'ratio':>6s}  {'unit':10s} "
+          f"{'target':18s} verdict")
+    cap = capture.run(50_000 if quick else 200_000)
+    print(row("capture, whole pipeline vs bare client", cap["ours"], cap["ceiling"],
+              "frames/s", ">= 0.8 of ceiling", cap["ours"] >= 0.8 * cap["ceiling"]))
+    print(row("capture, frames lost", cap["lost"], None, "frames", "0", cap["lost"] == 0))
+    rep = replay_speed.run(100_000 if quick else 500_000)
+    print(row("replay max, objects vs pyarrow batches", rep["objects"], rep["baseline"],
+              "events/s", ">= 1,000,000/s", rep["objects"] >= 1e6))
+    print(row("replay max, Arrow batches vs pyarrow", rep["batches"], rep["baseline"],
+              "rows/s", ">= 10,000,000/s", rep["batches"] >= 1e7))
+    st = storage.run(50_000 if quick else 200_000)
+    print(row("bytes per trades row", st["trade_bytes"], None, "bytes", "<= 11", st["trade_bytes"] <= 11))
+    print(row("bytes per book row (5 levels)", st["book_bytes"], None, "bytes", "-", True))
+    print(row("bytes per raw frame vs one zstd-3 stream", st["raw_bytes"], st["zstd_stream_bytes"],
+              "bytes", "<= 1.2x stream", st["raw_bytes"] <= 1.2 * st["zstd_stream_bytes"]))
+    print(f"(raw frames average {st['raw_frame_len']:.0f} bytes on the wire)")
+
+
+if __name__ == "__main__":
+    main()
