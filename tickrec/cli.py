@@ -156,7 +156,14 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float | Non
               help="Publish Parquet at least this often.")
 def record(venue: str, url: str, symbols: str, root: Path | None, duration: float | None,
            feed: str | None, flush_seconds: float) -> None:
-    """Capture VENUE until SIGINT/SIGTERM or --duration; everything is flushed before exit."""
+    """Capture VENUE until SIGINT/SIGTERM or --duration; everything is flushed before exit.
+
+    Credentials come from the environment: TICKREC_ALLTICK_TOKEN,
+    TICKREC_FINAZON_TOKEN, TICKREC_HEDGETECH_TOKEN (the JWT), TICKREC_NOREN_UID +
+    TICKREC_NOREN_ACTID + TICKREC_NOREN_TOKEN; futu (OpenD) needs none. A run of
+    the same feed that died earlier is recovered from its journal first. Exit
+    status 3 when the venue refuses the credentials (no reconnect loop).
+    """
     from recorder.run import record_feed
     syms = symbols_list(symbols)
     if not syms:
