@@ -333,7 +333,8 @@ class _Abort(Exception):
 def _check_journal(root: Path, date: str, con: Any, state: DayState,
                    written: dict[tuple[str, str], list[sealio.Written]], report: SealReport) -> None:
     """Each finished run's records of ``date`` equal its sessions' raw rows of ``date``."""
-    runs = [r for r in done_runs(root) if date in r.dates]
+    here = {v for _, v in state.partitions}
+    runs = [r for r in done_runs(root) if date in r.dates and r.venue in here]
     for venue in sorted({r.venue for r in runs}):
         if ("raw", venue) in written:
             files = [w.path for w in written[("raw", venue)]]
