@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import TABLES
-from storage.atomic import temp_path
+from storage.atomic import encoding_options, temp_path
 
 ROW_GROUP_ROWS = 122_880            # DuckDB's own row-group size: 60 vectors of 2,048 rows
 FILE_ROWS = 80 * ROW_GROUP_ROWS     # ~9.8 M rows per sealed file
@@ -39,7 +39,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 NO_STATS = frozenset({"payload", "note", "extras", "detail", "url", "close_reason",
                       "subscriptions"})
 WRITE_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3,
-                                     use_dictionary=True, write_page_index=True)
+                                     write_page_index=True)
 
 
 def sort_key(table: str) -> tuple[str, ...]:
@@ -177,7 +177,7 @@ def rewrite(con: duckdb.DuckDBPyConnection, files: list[Path], table: str,
         final.parent.mkdir(parents=True, exist_ok=True)
         groups = rows = 0
         return pq.ParquetWriter(tmp, schema, write_statistics=stats, sorting_columns=sorting,
-                                **WRITE_OPTIONS)
+                                **WRITE_OPTIONS, **encoding_options(schema))
 
     reader = _reader(con, sql, 16_384) if files else iter(())
     for chunk in _chunks(reader, row_group_rows):  # type: ignore[arg-type]
