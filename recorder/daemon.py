@@ -64,8 +64,9 @@ def _event(level: int, event: str, msg: str, **fields: Any) -> None:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0][:300] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, (ConfigError, PermanentFeedError)) \
-        else text
+    if isinstance(exc, (ConfigError, PermanentFeedError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
 
 
 class FeedRunner:
@@ -106,8 +107,9 @@ class FeedRunner:
             return
         h.state, h.reason, h.since_ns = state, reason, self.d.now()
         level = logging.WARNING if state in ("parked", "backoff") else logging.INFO
-        _event(level, "feed_state", f"{self.cfg.name}: {state}{' (' + reason + ')' if reason else ''}",
-               feed=self.cfg.name, venue=self.cfg.venue, state=state, reason=reason)
+        why = f" ({reason})" if reason else ""
+        _event(level, "feed_state", f"{self.cfg.name}: {state}{why}", feed=self.cfg.name,
+               venue=self.cfg.venue, state=state, reason=reason)
 
     # -- the loop -----------------------------------------------------------------------
     async def _sleep(self, seconds: float | None) -> None:
@@ -128,7 +130,8 @@ class FeedRunner:
                 sched, now = self.cfg.schedule, self.d.now()
                 if sched is not None and not sched.is_open(now):
                     nxt = sched.next_change(now)
-                    self.set_state("closed", f"schedule: opens {iso(nxt)}" if nxt else "schedule: never opens")
+                    self.set_state("closed", f"schedule: opens {iso(nxt)}" if nxt
+                                   else "schedule: never opens")
                     self._resolve_rolls()
                     await self._sleep(None if nxt is None else max(0.05, (nxt - now) / 1e9))
                     continue
@@ -250,7 +253,8 @@ class FeedRunner:
         stale_after = self.cfg.stale_after or get(self.cfg.venue).client.idle_timeout / 2
         return {
             "venue": self.cfg.venue, "state": h.state, "reason": h.reason,
-            "since": iso(h.since_ns), "schedule": str(self.cfg.schedule) if self.cfg.schedule else None,
+            "since": iso(h.since_ns),
+            "schedule": str(self.cfg.schedule) if self.cfg.schedule else None,
             "connections": h.connections + (rec.connections if rec else 0),
             "reconnects": h.reconnects + (max(0, rec.connections - 1) if rec else 0),
             "runs": h.runs, "restarts": h.restarts, "frames": frames, "rows": rows,

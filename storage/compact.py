@@ -178,7 +178,8 @@ class DayState:
                 and not self.pending_intent)
 
 
-def _partitions(root: Path, date: str, venues: set[str] | None) -> dict[tuple[str, str], list[Path]]:
+def _partitions(root: Path, date: str, venues: set[str] | None
+                ) -> dict[tuple[str, str], list[Path]]:
     out: dict[tuple[str, str], list[Path]] = {}
     for table in TABLES:
         for d in sorted(root.glob(f"{table}/venue=*/date={date}")):
@@ -224,7 +225,7 @@ def store_dates(root: Path) -> list[str]:
 
 
 def unsealed_days(root: Path, before: str) -> list[str]:
-    """Dates before ``before`` (YYYY-MM-DD) with data that is not sealed, or sealed with late files."""
+    """Dates before ``before`` (YYYY-MM-DD) with data not sealed, or sealed with late files."""
     return [d for d in store_dates(root) if d < before and not day_state(root, d).sealed]
 
 
@@ -331,7 +332,8 @@ class _Abort(Exception):
 
 
 def _check_journal(root: Path, date: str, con: Any, state: DayState,
-                   written: dict[tuple[str, str], list[sealio.Written]], report: SealReport) -> None:
+                   written: dict[tuple[str, str], list[sealio.Written]],
+                   report: SealReport) -> None:
     """Each finished run's records of ``date`` equal its sessions' raw rows of ``date``."""
     here = {v for _, v in state.partitions}
     runs = [r for r in done_runs(root) if date in r.dates and r.venue in here]
@@ -362,7 +364,8 @@ def _manifest(root: Path, date: str, seal_id: str, state: DayState,
     for (table, venue), out in written.items():
         d = digests[(table, venue)]
         tables[table][venue] = {
-            "rows": d.rows, "digest": d.text, "first_ts_recv": d.first_ts, "last_ts_recv": d.last_ts,
+            "rows": d.rows, "digest": d.text,
+            "first_ts_recv": d.first_ts, "last_ts_recv": d.last_ts,
             "first": _iso(d.first_ts), "last": _iso(d.last_ts), "seal": seal_id,
             "files": [{"path": _rel(root, w.final), "rows": w.rows, "row_groups": w.row_groups,
                        "bytes": w.bytes, "sha256": w.sha256} for w in out]}

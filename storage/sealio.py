@@ -98,7 +98,8 @@ def digest(con: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> Dig
     return Digest(int(row[0]), str(row[1]), int(row[2]), row[3], row[4])
 
 
-def scalar_rows(con: duckdb.DuckDBPyConnection, files: list[Path], sql: str) -> list[tuple[Any, ...]]:
+def scalar_rows(con: duckdb.DuckDBPyConnection, files: list[Path], sql: str
+                ) -> list[tuple[Any, ...]]:
     """``sql`` with ``{files}`` replaced by the scan of ``files``; all result rows."""
     if not files:
         return []

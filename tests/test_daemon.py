@@ -20,7 +20,7 @@ from recorder.health import status_file
 from replay.sim.server import Simulator, make_adapter
 from schemas.errors import ConfigError
 from schemas.schedule import TradingHours
-from storage.compact import SealOptions, day_state, manifest_path, seal_day
+from storage.compact import SealOptions, day_state, manifest_path
 from storage.journal import iter_journal
 from storage.layout import date_of
 from tickrec.verify import verify
@@ -225,7 +225,8 @@ async def test_a_feed_outside_its_schedule_does_not_connect_and_a_bad_feed_is_pa
         d.stop()
         await asyncio.wait_for(task, 15)
         await at.stop()
-    assert snap["closed"]["state"] == "closed" and "opens 2024-03-11T13:30" in snap["closed"]["reason"]
+    assert snap["closed"]["state"] == "closed"
+    assert "opens 2024-03-11T13:30" in snap["closed"]["reason"]
     assert snap["closed"]["connections"] == 0 and not snap["closed"]["stale"]
     assert snap["nokey"]["state"] == "parked" and "MISSING_TOKEN" in snap["nokey"]["reason"]
     assert snap["badkey"]["state"] == "parked" and "bad token" in snap["badkey"]["reason"]

@@ -166,9 +166,10 @@ def _store_with_past_days(root: Path) -> None:
     frame = 0
     for day0 in (MIDNIGHT - DAY, MIDNIGHT):
         for i in range(60_000):
-            w.add_event(Trade(venue="alltick", symbol=f"S{i % 50:02d}", ts_recv=day0 + i * 500_000_000 + i % 997,
-                              ts_event=None, seq=i, session="bulk",
-                              frame=frame, pos=0, price=float(i % 13), size=1.0))
+            w.add_event(Trade(venue="alltick", symbol=f"S{i % 50:02d}",
+                              ts_recv=day0 + i * 500_000_000 + i % 997, ts_event=None,
+                              seq=i, session="bulk", frame=frame, pos=0, price=float(i % 13),
+                              size=1.0))
             frame += 1
             if i % 12_000 == 11_999:
                 w.publish(w.take())

@@ -71,8 +71,8 @@ def status_text(root: Path, fmt: str = "table") -> str:
             if f.get("reason"):
                 lines.append(f"  {name}: {f['reason']}")
         seal = snap.get("seal", {})
-        lines.append(f"seal: last {seal.get('last_date') or '-'} "
-                     f"({'ok' if seal.get('last_ok') else 'FAILED' if seal.get('last_ok') is False else '-'})"
+        last_ok = {True: "ok", False: "FAILED"}.get(seal.get("last_ok"), "-")
+        lines.append(f"seal: last {seal.get('last_date') or '-'} ({last_ok})"
                      f", failures {seal.get('failures', 0)}, next {seal.get('next_at') or '-'}"
                      + (f", sealing {seal['running']} now" if seal.get("running") else ""))
         lines += [f"  seal problem: {p}" for p in seal.get("problems", [])]
