@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from recorder.capture import RecvClock
 from schemas.events import Trade
@@ -22,6 +23,12 @@ from storage.journal import read_journal
 from storage.layout import DAY_NS
 from storage.writer import StoreWriter
 from tests.helpers import read_table, record_sim
+from tickrec.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
 
 D1, D2 = "2024-03-10", "2024-03-11"
 MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
@@ -115,6 +122,8 @@ def test_late_files_are_reported_and_merged_by_a_reseal(template: Path, tmp_path
     state = day_state(root, D1)
     assert not state.sealed and list(state.late) == [("trades", "alltick")]
     assert D1 in unsealed_days(root, "2100-01-01")
+    code, out, _ = run("status", "--root", str(root))
+    assert code == 0 and f"{D1}  sealed, 1 file(s) newer than the seal" in out
     report = seal_day(root, D1, options=SMALL)
     assert report.ok and [p.table for p in report.partitions if p.resealed] == ["trades"]
     assert day_state(root, D1).sealed
@@ -132,6 +141,8 @@ def test_a_check_failure_switches_nothing(template: Path, tmp_path: Path) -> Non
     files_before = sorted(root.rglob("*.parquet"))
     report = seal_day(root, D1, options=SMALL)
     assert not report.ok and "records that day, raw has" in report.problems[0]
+    code, out, _ = run("compact", "--root", str(root), "--date", D1)      # the CLI: exit 1
+    assert code == 1 and "PROBLEM:" in out and "verification FAILED" in out
     assert sorted(root.rglob("*.parquet")) == files_before       # nothing switched
     assert not manifest_path(root, D1).exists()
     assert list((root / "journal" / "alltick").glob("2*"))        # journal kept
