@@ -219,3 +219,49 @@ def test_sigkill_in_the_middle_of_a_seal_then_restart_seals_each_day_once(tmp_pa
     assert _rows(root) == want                         # every row, once
     assert not list(root.rglob("*.tmp"))
     assert [p.name for p in (root / "journal" / "alltick").iterdir()] == ["carry.json"]
+
+
+def test_after_kill_9_the_daemon_recovers_every_feed_before_it_connects(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    sim = tickrec("sim", "alltick", "--rate", "1000", "--symbols", "AAPL.US,700.HK")
+    try:
+        assert sim.stdout is not None
+        url = sim.stdout.readline().strip()
+        cfg = tmp_path / "capture.toml"
+        write_config(cfg, root, {"at": {"venue": "alltick", "url": url, "reconnect_min": 0.2,
+                                        "symbols": ["AAPL.US", "700.HK"], "flush_seconds": 0.5}})
+        first = tickrec("daemon", "--config", str(cfg))
+        err1 = Lines(first)
+        wait_status(root, lambda s: s["feeds"]["at"]["frames"] > 1500, 20, "a busy capture")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        err1.join()
+        [killed] = [p for p in (root / "journal" / "at").iterdir() if p.is_dir()]
+        assert not (killed / "done").exists()
+        second = tickrec("daemon", "--config", str(cfg))
+        err2 = Lines(second)
+        try:
+            wait_status(root, lambda s: s["pid"] == second.pid
+                        and s["feeds"]["at"]["state"] == "connected", 20, "connected")
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+        finally:
+            if second.poll() is None:
+                second.kill()
+                second.wait()
+        err2.join()
+        assert second.returncode == 0
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.communicate(timeout=10)
+    events = [json.loads(line) for line in err2.lines]
+    order = [e["event"] + ":" + e.get("state", "") for e in events
+             if e.get("feed") == "at" and e["event"] in ("recovered", "feed_state")]
+    assert order[0] == "recovered:" and order.index("feed_state:connecting") > 0, order
+    assert (killed / "done").exists()
+    n = 0
+    for run in (root / "journal" / "at").iterdir():
+        if run.is_dir():
+            n += sum(1 for _ in iter_journal(run))
+    raw = [(r["session"], r["frame"]) for r in read_table(root, "raw")]
+    assert len(raw) == len(set(raw)) == n
