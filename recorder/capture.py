@@ -34,11 +34,14 @@ class RecvClock:
     """Receive timestamps: wall clock anchored once, advanced by the monotonic clock.
 
     A wall clock stepping backwards during capture cannot reorder ``ts_recv``:
-    values are strictly increasing within a run.
+    values are strictly increasing within a run. ``start_ns`` anchors it at
+    another wall time than now (tests: a clock that starts just before
+    midnight and then advances in real time); one instance may be shared by
+    several runs, which keeps their times increasing across all of them.
     """
 
-    def __init__(self) -> None:
-        self._wall0 = time.time_ns()
+    def __init__(self, start_ns: int | None = None) -> None:
+        self._wall0 = time.time_ns() if start_ns is None else start_ns
         self._mono0 = time.monotonic_ns()
         self._last = 0
 
@@ -118,7 +121,9 @@ class Capture:
     """One recorder run. Not thread-safe: drive it from one event loop."""
 
     def __init__(self, root: Path, venue: str, feed: str | None = None, *,
-                 flush_rows: int = 250_000, flush_seconds: float = 30.0) -> None:
+                 flush_rows: int = 250_000, flush_seconds: float = 30.0,
+                 clock: RecvClock | None = None) -> None:
+        self.clock = clock or RecvClock()
         self.root = Path(root)
         self.venue = venue
         self.feed = feed or venue
@@ -132,8 +137,8 @@ class Capture:
         self.writer = StoreWriter(self.root, venue, self.run, self.dir)
         carry = read_json(journal_dir(self.root, self.feed) / "carry.json", {}) or {}
         self.norm = Normalizer(venue, self.feed, self.writer, carry.get("state", {}))
-        self.clock = RecvClock()
         self.records = 0
+        self.last_in_ns: int | None = None     # ts_recv of the last frame in (health)
         self.frames_in = 0
         self._frame = 0
         self.flush_rows = flush_rows
@@ -146,7 +151,9 @@ class Capture:
         self._frame += 1
         self.journal.append(rec)        # first: nothing happens to a frame before this
         self.records += 1
-        self.frames_in += direction == "in"
+        if direction == "in":
+            self.frames_in += 1
+            self.last_in_ns = rec.ts_recv
         events = self.norm.ingest(rec)
         self.writer.mark(self.records)
         return events

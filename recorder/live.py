@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from recorder.backoff import backoff
-from recorder.capture import Capture, recover
+from recorder.capture import Capture, RecvClock, recover
 from recorder.tcp import tcp_connect
 from schemas.errors import PermanentFeedError
 from schemas.events import Status
@@ -39,7 +39,8 @@ class Recorder:
                  feed: str | None = None, credentials: dict[str, str] | None = None,
                  options: dict[str, Any] | None = None, sink: Sink | None = None,
                  flush_seconds: float = 30.0, flush_rows: int = 250_000,
-                 idle_timeout: float | None = None, reconnect_min: float | None = None) -> None:
+                 idle_timeout: float | None = None, reconnect_min: float | None = None,
+                 clock: RecvClock | None = None) -> None:
         self.spec = get(venue)
         self.url = url
         self.symbols = list(symbols)
@@ -58,6 +59,7 @@ class Recorder:
         self.connections = 0
         self.recovery_lines: list[str] = []
         self.on_notice: Callable[[str], None] = lambda _: None
+        self.clock = clock          # None: each run anchors its own RecvClock at its start
 
     def stop(self) -> None:
         self._stop.set()
@@ -69,7 +71,8 @@ class Recorder:
             log.warning("%s", line)
             self.on_notice(line)
         self.capture = Capture(self.root, self.spec.name, self.feed,
-                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
+                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
+                               clock=self.clock)
         tasks = [asyncio.create_task(self._journal_flusher()),
                  asyncio.create_task(self._publisher())]
         if duration is not None:

@@ -261,3 +261,57 @@ def demo(root: Path) -> None:
     from tickrec.demo import run_demo
     if not run_demo(root, click.echo):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="The TOML config (see docs/capture.example.toml).")
+def daemon(config_path: Path) -> None:
+    """The capture daemon: several feeds, schedules, end-of-day seal, health.
+
+    Logs JSON lines on stderr. SIGTERM/SIGINT: publish everything and exit 0.
+    SIGHUP: reload the config (unchanged feeds keep their connections).
+    """
+    from recorder.daemon import run_daemon
+    from recorder.health import json_logging
+    json_logging()
+    run_daemon(config_path)
+
+
+@main.command()
+@root_option()
+@click.option("--date", default=None, help="UTC date YYYY-MM-DD (default: every unsealed day "
+                                          "before today).")
+@click.option("--venue", "venues", multiple=True, type=VENUE, help="Only this venue (repeatable).")
+def compact(root: Path | None, date: str | None, venues: tuple[str, ...]) -> None:
+    """Seal days by hand: sorted large files, manifest, checks, journal trim.
+
+    Exit status 1 when a check fails (nothing of that day is switched then).
+    """
+    from datetime import datetime, timezone
+
+    from storage.compact import seal_day, unsealed_days
+    from storage.layout import parse_date
+    r = resolve_root(root, must_exist=True)
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    days = [parse_date(date)] if date else unsealed_days(r, today)
+    if not days:
+        click.echo(f"nothing to seal before {today}")
+    ok = True
+    for day in days:
+        report = seal_day(r, day, list(venues) or None)
+        for line in report.lines():
+            click.echo(line)
+        ok &= report.ok
+    if not ok:
+        sys.exit(1)
+
+
+@main.command()
+@root_option()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def status(root: Path | None, fmt: str) -> None:
+    """Health of the daemon's feeds (from ROOT/status/daemon.json) and of the sealed days."""
+    from tickrec.status import status_text
+    click.echo(status_text(resolve_root(root, must_exist=True), fmt))
