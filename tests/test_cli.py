@@ -139,3 +139,15 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     code, _, err = run("demo", "--root", str(tmp_path))
     assert code == 2 and "not empty" in err
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_verify_notes_a_run_being_recorded_and_flags_a_dead_one(tmp_path: Path) -> None:
+    import fcntl
+    run_dir = tmp_path / "journal" / "alltick" / "r1"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, out, _ = run("verify", "--root", str(tmp_path))
+        assert code == 0 and "being recorded now" in out
+    code, out, _ = run("verify", "--root", str(tmp_path))
+    assert code == 1 and "not sealed into Parquet" in out

@@ -12,6 +12,7 @@ Hidden temp files of a publish in progress are reported as notes, not problems.
 
 from __future__ import annotations
 
+import fcntl
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,9 +75,26 @@ def check_journal(root: Path, report: Report) -> None:
         return
     for run in sorted(p for p in base.glob("*/*") if p.is_dir()):
         if not (run / "done").exists():
+            if _live(run):
+                report.notes.append(f"journal run {run.relative_to(root)} is being recorded now")
+                continue
             report.problems.append(f"journal run {run.relative_to(root)} is not sealed into "
                                    "Parquet (a recorder is running, or one died: start "
                                    "`tickrec record` for that feed to recover it)")
+
+
+def _live(run: Path) -> bool:
+    """Whether a recorder holds the run's lock (it is capturing into it now)."""
+    lock = run / "lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def _raw_sessions(root: Path, venue: str) -> Iterator[tuple[str, list[RawRecord]]]:
