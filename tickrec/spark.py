@@ -15,7 +15,8 @@ What it takes for Spark to read a tickrec store (docs/scaling-out.md):
   reads as ``long``: the exact nanoseconds since the epoch, UTC, the same number
   as DuckDB's ``epoch_ns(ts_recv)`` and ``schemas.events``' ints. ``read`` sets
   that option on the session; ``ns_to_timestamp`` makes a (microsecond,
-  truncated) Spark timestamp for display.
+  truncated) Spark timestamp for display. Spark does not push a predicate on
+  such a column down to Parquet's row-group statistics: filter on ``date`` too.
 - **Partitions.** ``venue=…/date=…`` directories are Hive partitions; reading
   ``<root>/<table>`` with ``basePath`` = that directory gives ``venue`` (string)
   and ``date`` (the UTC date of ``ts_recv``) as columns, and a filter on them
