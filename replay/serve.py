@@ -49,11 +49,12 @@ from replay.rows import RawRow
 from replay.scan import Scan
 from replay.serve_venues import ServeVenue, serve_venue
 from replay.tcp_server import TcpWireServer
-from replay.wire import WireServer
+from replay.wire import WireServer, wait_for_room
 from schemas.venues.base import Reply, ServerSession
 
 log = logging.getLogger("tickrec.serve")
 QUEUE_FRAMES = 4096
+STOP_GRACE = 1.0
 
 
 class GatedSession(ServerSession):
@@ -144,7 +145,11 @@ class ReplayServer:
         return await self.server.start()
 
     async def stop(self) -> None:
-        await self.server.stop()
+        """Close every connection and stop listening (at most ``STOP_GRACE`` s of waiting)."""
+        if isinstance(self.server, WireServer):
+            await self.server.stop(STOP_GRACE)
+        else:
+            await self.server.stop()
 
     async def __aenter__(self) -> ReplayServer:
         await self.start()
@@ -173,6 +178,9 @@ class ReplayServer:
         self.stats.finished += 1
         log.info("serve %s: a client's replay ended after %d frames", self.venue.name,
                  self.stats.per_client[index])
+        if self.venue.linger:
+            await wait_for_room(conn.queue, conn.room, 1)      # all handed to the socket
+            await asyncio.sleep(self.venue.linger)
         await conn.finish(*self.venue.end)
 
     async def _replay(self, conn: Any, session: ServerSession, index: int) -> None:

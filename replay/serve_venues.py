@@ -14,10 +14,17 @@ heartbeats, idle timeout, and ``wants(symbol, stream)``. A ``ServeVenue`` adds:
   snapshot (``prepare`` builds the state at the replay start, ``observe`` keeps a
   client's copy current as its frames are released).
 
-End of the range (``end``): WebSocket venues close with 1001 "going away" and the
-reason "end of replay", as a server going down for maintenance does; a client
-that reconnects is served the range again from the start. Futu closes the TCP
-connection (FIN), as OpenD does when it exits; the SDK then reconnects.
+End of the range (``end``): WebSocket venues close with 1000 (normal closure) and
+the reason "end of replay", the close every one of these vendors' servers uses
+for a connection it ends on purpose (AllTick's and Noren's idle timeouts, for
+instance), which their clients take as a clean end, not an error (1001 "going
+away" is logged as an error by ``websocket-client``, the library the AllTick and
+Finazon examples use). A client that reconnects is served the range again from
+the start. Futu closes the TCP connection (FIN), as OpenD does when it exits,
+``linger`` (1 s) after the last packet went out: on a disconnect the ``futu-api``
+SDK throws away the pushes its handler thread has not processed yet, so a close
+right behind the last packet would cost a client its last ticks. The SDK then
+reconnects and subscribes again, and is served the range again.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from schemas.errors import ConfigError
 from schemas.venues import VenueSpec, get
 from schemas.venues.base import ServerSession
 
-END_CODE, END_REASON = 1001, "end of replay"
+END_CODE, END_REASON = 1000, "end of replay"
 Route = Callable[[bytes | str], "tuple[str, str] | None"]
 
 
@@ -40,6 +47,7 @@ class ServeVenue:
     transport = "ws"
     path = "/"
     end: tuple[int, str] = (END_CODE, END_REASON)
+    linger = 0.0                # seconds between the last frame sent and the close
 
     def __init__(self, spec: VenueSpec, options: Mapping[str, Any] | None = None) -> None:
         self.spec = spec
@@ -96,6 +104,7 @@ class Futu(ServeVenue):
     replies are matched to requests), so no re-framing is needed."""
     transport = "tcp"
     path = ""
+    linger = 1.0
 
     def __init__(self, spec: VenueSpec, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(spec, options)

@@ -99,9 +99,18 @@ class WireServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.url
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Close every connection (1001) and wait for them; after ``grace`` seconds
+        abort the ones still open (a client that never closes its side of the TCP
+        connection would otherwise hold the server for the close timeout, 10 s)."""
         if self._server is not None:
             self._server.close()
+            if grace is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), grace)
+                except TimeoutError:
+                    for c in list(self.clients):
+                        c.ws.transport.abort()
             await self._server.wait_closed()
 
     def stall(self, seconds: float) -> None:
