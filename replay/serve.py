@@ -127,9 +127,8 @@ class ReplayServer:
         self.stats = ServeStats()
         self.server: WireServer | TcpWireServer
         if self.venue.transport == "tcp":
-            self.server = TcpWireServer(self._session, self.venue.framer,  # type: ignore[attr-defined]
-                                        host=host, port=port, queue_frames=queue_frames,
-                                        on_client=self._client)
+            self.server = TcpWireServer(self._session, self.venue.framer, host=host, port=port,
+                                        queue_frames=queue_frames, on_client=self._client)
         else:
             self.server = WireServer(self._session, host=host, port=port, path=self.venue.path,
                                      queue_frames=queue_frames, on_client=self._client)

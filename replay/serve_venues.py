@@ -62,6 +62,10 @@ class ServeVenue:
     def subscribed(self, session: Any) -> bool:
         return bool(session.subs)
 
+    def framer(self) -> Any:
+        """TCP venues: a new packet splitter for one client's byte stream."""
+        raise NotImplementedError(f"{self.name} is not a TCP venue")
+
     def prepare(self, frames: Any, symbols: set[str] | None) -> None:
         """Learn what must be known at the replay start from the frames before it
         (an iterable of ``RawRow``); most venues need nothing."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,3 @@ def comparable(root: Path, table: str) -> list[dict[str, Any]]:
     ``ts_end`` are receive times too."""
     drop = {"ts_recv", "session", "date"} | ({"ts_start", "ts_end"} if table == "gaps" else set())
     return [{k: v for k, v in r.items() if k not in drop} for r in read_table(root, table)]
-
-
-def jsonl(frames: list[Any]) -> list[Any]:
-    return [json.loads(f) for f in frames]

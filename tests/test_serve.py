@@ -25,7 +25,8 @@ from replay.serve import ReplayServer
 from storage.writer import to_arrow
 from storage.layout import date_of
 from tests.helpers import read_table
-from tests.serve_util import CASES, FAST, comparable, data_frames, fast_alltick, record_served, store
+from tests.serve_util import (CASES, FAST, comparable, data_frames, fast_alltick, record_served,
+                              store)
 
 TABLES = ("trades", "book", "tickers", "bars", "gaps")
 
@@ -114,6 +115,32 @@ async def test_speed_10_shrinks_the_recorded_spacing_tenfold(tmp_path: Path) -> 
     for s, w in zip(spacing, want):
         if w >= 0.05:
             assert 0.6 * w <= s <= w + 0.08, (s, w)
+
+
+async def test_subscribe_replaces_and_cancel_stops_when_the_frames_are_due(
+        tmp_path: Path) -> None:
+    payloads = synthetic_store(tmp_path, [50] * 60, ["A.US", "B.US"])      # 3 s, A and B
+    a_frames, b_frames = payloads[0::2], payloads[1::2]
+    async with ReplayServer(tmp_path, "alltick", speed=1, options=FAST) as server:
+        async with connect(server.url) as ws:
+            reader = asyncio.create_task(take_pushes(ws))
+            await ws.send(subscribe(["A.US"], seq_id=1))
+            await asyncio.sleep(0.8)
+            await ws.send(subscribe(["B.US"], seq_id=2))        # AllTick: replaces the list
+            await asyncio.sleep(0.8)
+            await ws.send(json.dumps({"cmd_id": 22006, "seq_id": 3, "trace": "t3",
+                                      "data": {"cancel_type": 0}}))
+            await asyncio.sleep(0.5)
+            await ws.close()
+            got = [m.encode() for m in await asyncio.wait_for(reader, 10)]
+    a_got = [m for m in got if b'"A.US"' in m]
+    b_got = [m for m in got if b'"B.US"' in m]
+    assert got == a_got + b_got                   # no A after the replace
+    assert a_got == a_frames[:len(a_got)]         # A from the start, in order, none lost
+    first_b = b_frames.index(b_got[0])
+    assert b_got == b_frames[first_b:first_b + len(b_got)]
+    assert 4 <= len(a_got) <= 12 and 4 <= len(b_got) <= 12, (len(a_got), len(b_got))
+    assert first_b + len(b_got) < len(b_frames) - 5     # nothing after the cancel
 
 
 async def test_two_clients_get_exactly_their_own_frames(

@@ -29,8 +29,6 @@ from schemas.venues.noren import NorenDecoder
 from tests.helpers import read_table
 from tests.serve_util import data_frames, store
 
-NS = 1_000_000_000
-
 
 def websocket_app(url: str, first: list[dict[str, Any]], got: list[str],
                   closes: list[tuple[Any, Any]]) -> None:
@@ -230,5 +228,3 @@ def _futu_ticks(packet: bytes) -> list[int]:
     msg.ParseFromString(ff.unpack(packet).body)
     return [t.sequence for t in msg.s2c.tickerList]
 
-
-_ = NS
