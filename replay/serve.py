@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.clock import WallClock
-from replay.feed import ReplayFeed
+from replay.feed import PACED_ROWS, ReplayFeed
 from replay.params import parse_speed, parse_symbols
 from replay.rows import RawRow
-from replay.scan import Scan
+from replay.scan import CHUNK_ROWS, Scan
 from replay.serve_venues import ServeVenue, serve_venue
 from replay.tcp_server import TcpWireServer
 from replay.wire import WireServer, wait_for_room
@@ -188,8 +188,11 @@ class ReplayServer:
             clock.anchor(self.start_ns)          # replay time `start` is now, this subscribe
         venue, symbols, stats = self.venue, self.symbols, self.stats
         route, observe, transport = venue.route, venue.observe, venue.transport
+        # the feed only reads and orders (its own clock never waits); paced clients take
+        # small pieces, so building one never holds the loop long enough to delay others
         feed = ReplayFeed(self.root, venue.name, start=self.start_ns, end=self.end_ns,
-                          kind="raw", clock="virtual")
+                          kind="raw", clock="virtual",
+                          chunk_rows=PACED_ROWS if clock is not None else CHUNK_ROWS)
         async with feed:
             async for row in feed:
                 if clock is not None and not clock.anchored:

@@ -15,11 +15,9 @@ heartbeats, idle timeout, and ``wants(symbol, stream)``. A ``ServeVenue`` adds:
   client's copy current as its frames are released).
 
 End of the range (``end``): WebSocket venues close with 1000 (normal closure) and
-the reason "end of replay", the close every one of these vendors' servers uses
-for a connection it ends on purpose (AllTick's and Noren's idle timeouts, for
-instance), which their clients take as a clean end, not an error (1001 "going
-away" is logged as an error by ``websocket-client``, the library the AllTick and
-Finazon examples use). A client that reconnects is served the range again from
+the reason "end of replay", the code the venue sessions already use for a
+connection they end on purpose (AllTick's and Noren's idle timeouts), which
+clients take as a clean end. A client that reconnects is served the range again from
 the start. Futu closes the TCP connection (FIN), as OpenD does when it exits,
 ``linger`` (1 s) after the last packet went out: on a disconnect the ``futu-api``
 SDK throws away the pushes its handler thread has not processed yet, so a close

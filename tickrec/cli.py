@@ -281,6 +281,9 @@ def serve(venue: str, root: Path | None, host: str, port: int, speed: str, start
                           queue_frames=queue_frames)
     if server.empty:
         click.echo(f"tickrec: warning: no {venue} frames in the store for this range", err=True)
+    if venue == "futu" and os.environ.get("TICKREC_SERVE_TOKEN"):
+        click.echo("tickrec: warning: OpenD takes no token; TICKREC_SERVE_TOKEN is ignored",
+                   err=True)
     stopped = asyncio.Event()
 
     async def run() -> None:
