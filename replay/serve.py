@@ -50,6 +50,7 @@ from replay.scan import CHUNK_ROWS, Scan
 from replay.serve_venues import ServeVenue, serve_venue
 from replay.tcp_server import TcpWireServer
 from replay.wire import WireServer, wait_for_room
+from schemas.errors import TickrecError
 from schemas.venues.base import Reply, ServerSession
 
 log = logging.getLogger("tickrec.serve")
@@ -109,7 +110,11 @@ def wire_frame(row: RawRow, transport: str) -> bytes | str:
 
 class ReplayServer:
     """``tickrec serve``: see the module docstring. Constructing it checks the
-    arguments (``ConfigError``); ``start()`` binds and returns the URL."""
+    arguments (``ConfigError``); ``start()`` binds and returns the URL.
+
+    ``token``: the one token clients must present (None: any); ``queue_frames``:
+    frames queued per client before its replay waits; ``options``: settings of the
+    venue's sessions (``idle_timeout``; AllTick's ``request_interval``)."""
 
     def __init__(self, root: str | os.PathLike[str], venue: str, *, host: str = "127.0.0.1",
                  port: int = 0, speed: float | str = 1.0, start: Any = None, end: Any = None,
@@ -173,7 +178,12 @@ class ReplayServer:
         index = len(self.stats.per_client)
         self.stats.per_client.append(0)
         log.info("serve %s: a client subscribed; its replay starts", self.venue.name)
-        await self._replay(conn, gate.inner, index)
+        try:
+            await self._replay(conn, gate.inner, index)
+        except (TickrecError, OSError) as exc:      # e.g. a file of the store is unreadable
+            log.warning("serve %s: a client's replay failed: %s", self.venue.name, exc)
+            await conn.finish(1011, "replay failed")
+            return
         self.stats.finished += 1
         log.info("serve %s: a client's replay ended after %d frames", self.venue.name,
                  self.stats.per_client[index])

@@ -272,3 +272,18 @@ def test_cli_prints_the_url_first_serves_and_never_shows_the_token(tmp_path: Pat
                           str(tmp_path), "--speed", "fast"], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 2 and "bad speed" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_an_unreadable_store_file_ends_the_replay_with_1011_not_a_hang(
+        tmp_path: Path) -> None:
+    synthetic_store(tmp_path, [5] * 20, ["A.US"])
+    [part] = (tmp_path / "raw" / "venue=alltick").iterdir()
+    (part / "r-1.parquet").write_bytes(b"PAR1 not parquet at all")
+    async with ReplayServer(tmp_path, "alltick", speed="max") as server:
+        for _ in range(2):                          # the server keeps serving
+            async with connect(server.url) as ws:
+                await ws.send(subscribe(["A.US"]))
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(take_pushes(ws), 10)
+                assert (ws.close_code, ws.close_reason) == (1011, "replay failed")
+    assert server.stats.started == 2 and server.stats.finished == 0
