@@ -32,11 +32,7 @@ import pyarrow as pa
 
 from replay.clock import VirtualClock, WallClock
 
-# After the submodule import, so On the wire: ``replay.serve.ReplayServer`` (``tickrec serve``) serves the store's
-recorded frames in the venue's own protocol to unmodified vendor clients (see
-``docs/serve.md``).
-
-``replay.digest`` is the function.
+# After the submodule import, so ``replay.digest`` is the function.
 from replay.digest import adigest, digest, replay_sync
 from replay.feed import ReplayFeed
 from replay.rows import RawRow
