@@ -108,7 +108,7 @@ class WireServer:
             if grace is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), grace)
-                except TimeoutError:
+                except asyncio.TimeoutError:        # TimeoutError from 3.11 on
                     for c in list(self.clients):
                         c.ws.transport.abort()
             await self._server.wait_closed()
