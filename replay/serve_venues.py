@@ -17,8 +17,8 @@ heartbeats, idle timeout, and ``wants(symbol, stream)``. A ``ServeVenue`` adds:
 End of the range (``end``): WebSocket venues close with 1000 (normal closure) and
 the reason "end of replay", the code the venue sessions already use for a
 connection they end on purpose (AllTick's and Noren's idle timeouts), which
-clients take as a clean end. A client that reconnects is served the range again from
-the start. Futu closes the TCP connection (FIN), as OpenD does when it exits,
+clients take as a clean end. A client that reconnects is served the range again
+from the start. Futu closes the TCP connection (FIN), as OpenD does when it exits,
 ``linger`` (1 s) after the last packet went out: on a disconnect the ``futu-api``
 SDK throws away the pushes its handler thread has not processed yet, so a close
 right behind the last packet would cost a client its last ticks. The SDK then
