@@ -14,6 +14,10 @@ In process (this package's public API)::
 - ``iter_batches(...)``: the same rows as sorted ``pyarrow.RecordBatch``es.
 - ``digest(events)`` / ``adigest(feed)``: sha256 of the stream's JSON lines.
 
+On the wire: ``replay.serve.ReplayServer`` (``tickrec serve``) serves the store's
+recorded frames in the venue's own protocol to unmodified vendor clients (see
+``docs/serve.md``).
+
 ``replay.digest`` is the function (it shadows the submodule's name); the
 module's other names come with ``from replay.digest import ...``.
 """

@@ -5,8 +5,11 @@
 A *framer* (``framer()`` → object with ``feed(bytes) -> list[bytes]``, raising a
 ``ProtocolError`` when the stream cannot be framed) cuts each client's byte
 stream into packets; the venue's ``ServerSession`` answers each packet. Each
-client has a bounded outbound queue: one that falls too far behind is cut off
-instead of making memory grow. Binds 127.0.0.1 unless told otherwise.
+client has a bounded outbound queue: ``TcpConn.send`` cuts off a client that falls
+too far behind (the simulator), ``await TcpConn.put`` waits for room instead
+(wire replay: back-pressure), as ``replay.wire.Conn`` does. ``on_client(conn)``
+runs alongside each connection, as in ``WireServer``. Binds 127.0.0.1 unless
+told otherwise.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from replay.wire import put_limit, wait_for_room
 from schemas.errors import ProtocolError
 from schemas.venues.base import Reply, ServerSession
 
@@ -38,8 +42,10 @@ class TcpConn:
     dropped_slow: bool = False
     silent_until: float = 0.0       # a stalled (half-open) connection sends nothing
     info: dict[str, Any] = field(default_factory=dict)
+    room: asyncio.Event = field(default_factory=asyncio.Event)    # set by the writer on each get
 
     def send(self, frame: bytes | str, meta: Meta = None) -> bool:
+        """Queue ``frame`` now; a client whose queue is full is cut off."""
         data = frame.encode() if isinstance(frame, str) else frame
         try:
             self.queue.put_nowait((data, meta))
@@ -50,16 +56,29 @@ class TcpConn:
                 self.writer.transport.abort()
             return False
 
+    async def put(self, frame: bytes | str, meta: Meta = None) -> None:
+        """Queue ``frame``, waiting while the queue is full (back-pressure, never a drop)."""
+        await wait_for_room(self.queue, self.room, put_limit(self.queue))
+        self.queue.put_nowait((frame.encode() if isinstance(frame, str) else frame, meta))
+
+    async def finish(self, code: int, reason: str) -> None:
+        """Close the connection (FIN) once every packet queued before is sent."""
+        await wait_for_room(self.queue, self.room, self.queue.maxsize or 1 << 62)
+        self.info.setdefault("close", (code, reason))
+        self.queue.put_nowait(None)
+
 
 class TcpWireServer:
     def __init__(self, make_session: Callable[[], ServerSession], framer: Callable[[], Framer], *,
                  host: str = "127.0.0.1", port: int = 0, queue_frames: int = 50_000,
-                 on_sent: Callable[[TcpConn, Meta], None] | None = None) -> None:
+                 on_sent: Callable[[TcpConn, Meta], None] | None = None,
+                 on_client: Callable[[TcpConn], Awaitable[None]] | None = None) -> None:
         self.make_session = make_session
         self.framer = framer
         self.host, self.port = host, port
         self.queue_frames = queue_frames
         self.on_sent = on_sent
+        self.on_client = on_client
         self.clients: set[TcpConn] = set()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -119,6 +138,8 @@ class TcpWireServer:
         self.clients.add(conn)
         framer = self.framer()
         tasks = [asyncio.create_task(self._writer(conn)), asyncio.create_task(self._idle(conn))]
+        if self.on_client is not None:
+            tasks.append(asyncio.create_task(self.on_client(conn)))
         try:
             while "close" not in conn.info:
                 data = await reader.read(READ_CHUNK)
@@ -167,6 +188,7 @@ class TcpWireServer:
     async def _writer(self, conn: TcpConn) -> None:
         while True:
             item = await conn.queue.get()
+            conn.room.set()
             if item is None:
                 with contextlib.suppress(ConnectionError, OSError):
                     await conn.writer.drain()

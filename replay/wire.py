@@ -2,9 +2,13 @@
 ``tickrec serve``. It only moves frames; the venue's ``ServerSession`` decides
 what a client is owed (authentication, replies, which pushes it subscribed to).
 
-Each client has a bounded outbound queue: a client that falls too far behind is
-disconnected (close 1013, "try again later") instead of making memory grow or
-delaying the others. Binds 127.0.0.1 unless told otherwise.
+Each client has a bounded outbound queue. A frame source chooses what happens
+when a client falls behind: ``Conn.send`` (the simulator: a live market waits for
+no one) disconnects it (close 1013, "try again later"); ``await Conn.put`` (wire
+replay) waits for room instead, keeping ``REPLY_RESERVE`` places free so the
+session's own replies (acks, heartbeats) never overflow the queue. Either way
+memory stays bounded and no client delays another. Binds 127.0.0.1 unless told
+otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +25,21 @@ from websockets.exceptions import ConnectionClosed
 from schemas.venues.base import MAX_FRAME_BYTES, Reply, ServerSession
 
 Meta = Any          # what the owner wants to know once a frame is really sent
+REPLY_RESERVE = 64  # queue places ``Conn.put`` leaves free for the session's replies
+
+
+async def wait_for_room(queue: asyncio.Queue[Any], room: asyncio.Event, limit: int) -> None:
+    """Wait until ``queue`` holds fewer than ``limit`` items (``room`` is set on every get)."""
+    while queue.qsize() >= limit:
+        room.clear()
+        await room.wait()
+
+
+def put_limit(queue: asyncio.Queue[Any]) -> int:
+    """How full ``Conn.put`` lets a queue get: its size less the reply reserve."""
+    if queue.maxsize <= 0:
+        return 1 << 62
+    return max(1, queue.maxsize - min(REPLY_RESERVE, queue.maxsize // 2))
 
 
 @dataclass(eq=False)
@@ -32,8 +51,10 @@ class Conn:
     dropped_slow: bool = False
     silent_until: float = 0.0       # a stalled (half-open) connection sends nothing
     info: dict[str, Any] = field(default_factory=dict)
+    room: asyncio.Event = field(default_factory=asyncio.Event)    # set by the writer on each get
 
     def send(self, frame: bytes | str, meta: Meta = None) -> bool:
+        """Queue ``frame`` now; a client whose queue is full is disconnected (1013)."""
         try:
             self.queue.put_nowait((frame, meta))
             return True
@@ -42,6 +63,17 @@ class Conn:
                 self.dropped_slow = True
                 asyncio.ensure_future(self.ws.close(1013, "slow consumer"))
             return False
+
+    async def put(self, frame: bytes | str, meta: Meta = None) -> None:
+        """Queue ``frame``, waiting while the queue is full (back-pressure, never a drop)."""
+        await wait_for_room(self.queue, self.room, put_limit(self.queue))
+        self.queue.put_nowait((frame, meta))
+
+    async def finish(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason`` once every frame queued before is sent."""
+        await wait_for_room(self.queue, self.room, self.queue.maxsize or 1 << 62)
+        self.info.setdefault("close", (code, reason))
+        self.queue.put_nowait(None)
 
 
 class WireServer:
@@ -67,9 +99,18 @@ class WireServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.url
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Close every connection (1001) and wait for them; after ``grace`` seconds
+        abort the ones still open (a client that never closes its side of the TCP
+        connection would otherwise hold the server for the close timeout, 10 s)."""
         if self._server is not None:
             self._server.close()
+            if grace is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), grace)
+                except asyncio.TimeoutError:        # TimeoutError from 3.11 on
+                    for c in list(self.clients):
+                        c.ws.transport.abort()
             await self._server.wait_closed()
 
     def stall(self, seconds: float) -> None:
@@ -139,6 +180,7 @@ class WireServer:
     async def _writer(self, conn: Conn) -> None:
         while True:
             item = await conn.queue.get()
+            conn.room.set()
             if item is None:
                 code, reason = conn.info.get("close", (1000, ""))
                 await conn.ws.close(code, reason)

@@ -254,6 +254,52 @@ def replay(venue: str, root: Path | None, symbols: str | None, start: str | None
 
 
 @main.command()
+@click.argument("venue", type=VENUE, metavar="VENUE")
+@root_option()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=0, type=int, help="Port (default: any free port).")
+@click.option("--speed", default="1", show_default=True,
+              help="1 keeps the recorded spacing, 10 is ten times faster, 'max' does not wait.")
+@click.option("--start", default=None, help="Start, UTC (ISO time or date), inclusive.")
+@click.option("--end", default=None, help="End, UTC (ISO time or date), exclusive.")
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
+@click.option("--queue-frames", default=4096, show_default=True, type=click.IntRange(min=2),
+              help="Frames queued per client before its replay waits for it (back-pressure).")
+def serve(venue: str, root: Path | None, host: str, port: int, speed: str, start: str | None,
+          end: str | None, symbols: str | None, queue_frames: int) -> None:
+    """Serve the store's recorded frames in VENUE's own protocol. Prints its URL first.
+
+    Unmodified vendor clients connect, log in, subscribe and receive the recorded
+    data frames byte for byte, each client on its own clock from its first
+    subscribe, paced by --speed; at the end of the range the server closes the
+    connection. Set TICKREC_SERVE_TOKEN to reject clients with another token.
+    """
+    from replay.serve import ReplayServer
+    server = ReplayServer(resolve_root(root, must_exist=True), venue, host=host, port=port,
+                          speed=speed, start=start, end=end, symbols=symbols_list(symbols) or None,
+                          token=os.environ.get("TICKREC_SERVE_TOKEN") or None,
+                          queue_frames=queue_frames)
+    if server.empty:
+        click.echo(f"tickrec: warning: no {venue} frames in the store for this range", err=True)
+    if venue == "futu" and os.environ.get("TICKREC_SERVE_TOKEN"):
+        click.echo("tickrec: warning: OpenD takes no token; TICKREC_SERVE_TOKEN is ignored",
+                   err=True)
+    stopped = asyncio.Event()
+
+    async def run() -> None:
+        url = await server.start()
+        click.echo(url)
+        sys.stdout.flush()
+        await stopped.wait()
+        await server.stop()
+        st = server.stats
+        click.echo(f"served {st.started} replay(s) to {st.connected} client(s), "
+                   f"{st.frames} frames, {st.finished} to the end of the range", err=True)
+
+    _run_until_signal(run, stopped.set)
+
+
+@main.command()
 @click.option("--root", type=click.Path(path_type=Path), default=Path("demo-data"),
               show_default=True, help="Where the demo store goes (emptied if an earlier demo's).")
 def demo(root: Path) -> None:
