@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 
-from benchmarks import capture, replay_speed, storage
+from benchmarks import capture, pacing, query, replay_speed, storage
 
 
 def row(name: str, ours: float, base: float | None, unit: str, target: str, met: bool) -> str:
@@ -39,6 +39,18 @@ def main() -> None:
     print(row("bytes per book row (5 levels)", st["book_bytes"], None, "bytes", "-", True))
     print(row("bytes per raw frame vs one zstd-3 stream", st["raw_bytes"], st["zstd_stream_bytes"],
               "bytes", "<= 1.2x stream", st["raw_bytes"] <= 1.2 * st["zstd_stream_bytes"]))
+    for p in pacing.run(2_000 if quick else 10_000):
+        mode = "precise" if p["precise"] else "default"
+        target_ms = 0.2 if p["precise"] else 1.5
+        met = p["p99_ms"] <= target_ms and (p["precise"] or p["cpu"] < 0.10)
+        print(row(f"pacing {p['speed']:g}x {mode}: p99 lateness", p["p99_ms"], None, "ms",
+                  f"<= {target_ms} ms" + ("" if p["precise"] else ", cpu<10%"), met)
+              + f"   p50 {p['p50_ms']:.3f} max {p['max_ms']:.2f} ms, cpu {p['cpu']:.0%}")
+    q = query.run(5_000_000 if quick else 20_000_000)
+    print(row(f"query VWAP scan, {q['rows'] / 1e6:.0f}M rows vs read_parquet", q["scan_per_s"],
+              q["limit_per_s"], "rows/s", ">= 100,000,000/s", q["scan_per_s"] >= 1e8))
+    print(row("query one symbol one hour: first row", q["first_row_ms"], None, "ms", "< 20 ms",
+              q["first_row_ms"] < 20))
     print(f"(raw frames average {st['raw_frame_len']:.0f} bytes on the wire)")
 
 
