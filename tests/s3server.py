@@ -34,7 +34,8 @@ def s3_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for name in S3_ENV:
         monkeypatch.delenv(name, raising=False)
     env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "s3cret-Do-Not-Store-7f3a9",
            "AWS_EC2_METADATA_DISABLED": "true", "TICKREC_JOURNAL": str(tmp_path / "journal")}
     for k, v in env.items():
         monkeypatch.setenv(k, v)

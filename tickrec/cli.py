@@ -79,6 +79,9 @@ def resolve_root(root: str | Path | None, must_exist: bool = False, *, s3: str |
         if must_exist and not store.is_store():
             raise ConfigError(f"store root {text!r} does not exist (no such bucket)")
         return store
+    if journal:
+        raise ConfigError("--journal is only for s3:// roots (a local root keeps its journal "
+                          "in ROOT/journal)")
     r = Path(text) if text else default_root()
     if must_exist and not r.is_dir():
         raise ConfigError(f"store root {str(r)!r} does not exist (set --root or TICKREC_ROOT)")
@@ -236,7 +239,7 @@ def verify(root: str | None) -> None:
     Exit status 1 when anything is wrong.
     """
     from tickrec.verify import verify as run_verify
-    report = run_verify(resolve_root(root, must_exist=True))
+    report = run_verify(resolve_root(root, must_exist=True, s3="verify"))
     for line in report.notes:
         click.echo(f"note: {line}")
     for line in report.problems:
@@ -296,7 +299,7 @@ def serve(venue: str, root: str | None, host: str, port: int, speed: str, start:
     connection. Set TICKREC_SERVE_TOKEN to reject clients with another token.
     """
     from replay.serve import ReplayServer
-    server = ReplayServer(resolve_root(root, must_exist=True), venue, host=host, port=port,
+    server = ReplayServer(resolve_root(root, must_exist=True, s3="serve"), venue, host=host, port=port,
                           speed=speed, start=start, end=end, symbols=symbols_list(symbols) or None,
                           token=os.environ.get("TICKREC_SERVE_TOKEN") or None,
                           queue_frames=queue_frames)
