@@ -104,17 +104,21 @@ def _live(run: Path) -> bool:
     return False
 
 
-def _open(root: Root, table: str, venue: str) -> ds.Dataset | None:
-    """The table's files of one venue as a dataset; ``None`` when there are none."""
+def _open(root: Root, table: str, venue: str,
+          skip: frozenset[str] = frozenset()) -> ds.Dataset | None:
+    """The table's files of one venue as a dataset; ``None`` when there are none.
+
+    ``skip``: object paths already reported unreadable (object stores)."""
     if isinstance(root, StoreRoot):
-        files = root.parquet_files(table, venue)
+        files = [f for f in root.parquet_files(table, venue) if f not in skip]
         return ds.dataset(files, format="parquet", filesystem=root.fs) if files else None
     base = root / table / f"venue={venue}"
     return ds.dataset(base, format="parquet") if base.is_dir() else None
 
 
-def _raw_sessions(root: Root, venue: str) -> Iterator[tuple[str, list[RawRecord]]]:
-    data = _open(root, "raw", venue)
+def _raw_sessions(root: Root, venue: str,
+                  skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, list[RawRecord]]]:
+    data = _open(root, "raw", venue, skip)
     if data is None:
         return
     t = _int_times(data.to_table())
@@ -131,10 +135,11 @@ def _raw_sessions(root: Root, venue: str) -> Iterator[tuple[str, list[RawRecord]
         yield session, recs
 
 
-def _stored(root: Root, venue: str) -> dict[str, list[tuple[Any, ...]]]:
+def _stored(root: Root, venue: str,
+            skip: frozenset[str] = frozenset()) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     for table in EVENT_TABLES:
-        data = _open(root, table, venue)
+        data = _open(root, table, venue, skip)
         if data is None:
             out[table] = []
             continue
@@ -155,16 +160,17 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return all(x == y or (x != x and y != y) for x, y in zip(a, b))
 
 
-def check_rederive(root: Root, venue: str, report: Report) -> None:
+def check_rederive(root: Root, venue: str, report: Report,
+                   skip: frozenset[str] = frozenset()) -> None:
     derived: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for session, recs in _raw_sessions(root, venue):
+    for session, recs in _raw_sessions(root, venue, skip):
         report.sessions += 1
         dec = make_decoder(venue, session)
         for rec in recs:
             for ev in dec.feed(rec):
                 if not isinstance(ev, Status):
                     derived[ev.TABLE].append(_GETTERS[ev.TABLE](ev))
-    stored = _stored(root, venue)
+    stored = _stored(root, venue, skip)
     for table in EVENT_TABLES:
         want = sorted(derived.get(table, []), key=_key(table))
         have = stored[table]
@@ -177,8 +183,10 @@ def check_rederive(root: Root, venue: str, report: Report) -> None:
                 f"first difference at row {diff}")
 
 
-def check_objects(store: StoreRoot, report: Report) -> None:
-    """``check_files`` for an object store (whole objects only: no temps to note)."""
+def check_objects(store: StoreRoot, report: Report) -> frozenset[str]:
+    """``check_files`` for an object store (whole objects only: no temps to note);
+    returns the unreadable objects' paths."""
+    bad: set[str] = set()
     for table, schema in TABLES.items():
         for path in store.parquet_files(table):
             report.files += 1
@@ -187,6 +195,7 @@ def check_objects(store: StoreRoot, report: Report) -> None:
                 got = pq.read_schema(path, filesystem=store.fs)
             except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
                 report.problems.append(f"{rel}: unreadable ({exc})")
+                bad.add(path)
                 continue
             version = (got.metadata or {}).get(METADATA_KEY)
             if version != SCHEMA_VERSION.encode():
@@ -194,6 +203,7 @@ def check_objects(store: StoreRoot, report: Report) -> None:
                                        f"expected {SCHEMA_VERSION}")
             if got.names != schema.names:
                 report.problems.append(f"{rel}: columns differ from {table}")
+    return frozenset(bad)
 
 
 def verify(root: Root) -> Report:
@@ -222,15 +232,15 @@ def _verify_store(store: StoreRoot) -> Report:
     if not store.is_store():
         raise ConfigError(f"store root {store.uri!r} does not exist (no such bucket)")
     report = Report()
-    check_objects(store, report)
+    unreadable = check_objects(store, report)
     check_journal(store.journal, report)
     for venue in NAMES:
         if store.parquet_files("raw", venue):
             try:
-                check_rederive(store, venue, report)
+                check_rederive(store, venue, report, unreadable)
             except ConfigError as exc:
                 report.notes.append(f"{venue}: not re-derived ({exc})")
-            except (pa.ArrowException, OSError) as exc:    # e.g. an unreadable object
+            except (pa.ArrowException, OSError) as exc:    # e.g. an object gone since listed
                 first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                report.problems.append(f"{venue}: not re-derived, a file is unreadable ({first})")
+                report.problems.append(f"{venue}: not re-derived ({first})")
     return report
