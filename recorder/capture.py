@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from schemas.events import RawRecord, Status
 from schemas.venues import make_decoder
 from storage.atomic import read_json, write_json
+from storage.fs import StoreRoot, as_store
 from storage.journal import JournalWriter, read_header, read_journal
 from storage.layout import host_name, journal_dir, new_session_id
 from storage.writer import StoreWriter, recover_publish
@@ -120,11 +121,12 @@ class Normalizer:
 class Capture:
     """One recorder run. Not thread-safe: drive it from one event loop."""
 
-    def __init__(self, root: Path, venue: str, feed: str | None = None, *,
+    def __init__(self, root: Path | str | StoreRoot, venue: str, feed: str | None = None, *,
                  flush_rows: int = 250_000, flush_seconds: float = 30.0,
                  clock: RecvClock | None = None) -> None:
         self.clock = clock or RecvClock()
-        self.root = Path(root)
+        self.store = as_store(root)
+        self.root = self.store.journal      # the journal is always local (storage.fs)
         self.venue = venue
         self.feed = feed or venue
         self.run = new_session_id()
@@ -134,7 +136,7 @@ class Capture:
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.journal = JournalWriter(self.dir, {"venue": venue, "feed": self.feed,
                                                 "run": self.run, "host": host_name()})
-        self.writer = StoreWriter(self.root, venue, self.run, self.dir)
+        self.writer = StoreWriter(self.store, venue, self.run, self.dir)
         carry = read_json(journal_dir(self.root, self.feed) / "carry.json", {}) or {}
         self.norm = Normalizer(venue, self.feed, self.writer, carry.get("state", {}))
         self.records = 0
@@ -230,10 +232,11 @@ class RecoveryReport:
         return out + [f"journal damage: {d}" for d in self.damage]
 
 
-def recover(root: Path, feed: str) -> RecoveryReport:
+def recover(root: Path | str | StoreRoot, feed: str) -> RecoveryReport:
     """Seal every unfinished run of ``feed`` into Parquet (runs still locked are live)."""
     report = RecoveryReport()
-    base = journal_dir(Path(root), feed)
+    store = as_store(root)
+    base = journal_dir(store.journal, feed)
     if not base.is_dir():
         return report
     for run_dir in sorted(p for p in base.iterdir() if p.is_dir()):
@@ -244,26 +247,31 @@ def recover(root: Path, feed: str) -> RecoveryReport:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue        # a live recorder owns it
-            _recover_run(Path(root), feed, run_dir, report)
+            _recover_run(store, feed, run_dir, report)
     return report
 
 
-def _recover_run(root: Path, feed: str, run_dir: Path, report: RecoveryReport) -> None:
+def _recover_run(store: StoreRoot, feed: str, run_dir: Path, report: RecoveryReport) -> None:
+    root = store.journal
     try:
         header = read_header(run_dir)
     except Exception:   # noqa: BLE001 - a run that never wrote a header holds nothing
         (run_dir / DONE).touch()
         return
     venue, run = header["venue"], header["run"]
-    published = recover_publish(root, venue, run, run_dir)
+    published = recover_publish(store, venue, run, run_dir)
     records, damage = read_journal(run_dir, repair=True)
     report.damage += [f"{d.segment.name} at byte {d.offset}: cut {d.bytes_cut} bytes ({d.reason})"
                       for d in damage]
-    writer = StoreWriter(root, venue, run, run_dir)
+    writer = StoreWriter(store, venue, run, run_dir)
     carry = read_json(journal_dir(root, feed) / "carry.json", {}) or {}
     norm = Normalizer(venue, feed, writer, carry.get("state", {}))
+    redo = writer.redo      # S3: an interrupted publish, re-derived batch for batch
     for i, rec in enumerate(records):
         norm.ingest(rec, write=i >= published)
+        if redo is not None and i + 1 == redo:
+            writer.mark(redo)
+            writer.publish(writer.take())
     total = len(records)
     if norm.session is not None:     # the run died mid-session: close it in its own journal
         jw = JournalWriter(run_dir, header)
@@ -275,7 +283,7 @@ def _recover_run(root: Path, feed: str, run_dir: Path, report: RecoveryReport) -
         norm.ingest(close)
         total += 1
     writer.mark(total)
-    before = writer.rows_published
+    before = 0      # a fresh writer: every row it published is this recovery's
     writer.publish(writer.take())
     report.runs.append(run)
     report.records_replayed += total

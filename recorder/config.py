@@ -10,6 +10,8 @@ read only when the feed connects.
 
 from __future__ import annotations
 
+import os
+
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -235,6 +237,9 @@ def parse(data: dict[str, Any], path: Path | None = None) -> DaemonConfig:
     unknown = set(data) - {"root", "feeds", "seal", "status_interval", "metrics_port"}
     if unknown:
         raise ConfigError(f"config: unknown key(s) {', '.join(sorted(unknown))}")
+    if str(data.get("root", "")).startswith("s3://") or (
+            "root" not in data and os.environ.get("TICKREC_ROOT", "").startswith("s3://")):
+        raise ConfigError("tickrec daemon: not supported on s3:// roots yet")
     root = Path(data["root"]) if "root" in data else default_root()
     if path is not None and not root.is_absolute():
         root = (path.parent / root)

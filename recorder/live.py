@@ -25,6 +25,7 @@ from schemas.errors import PermanentFeedError
 from schemas.events import Status
 from schemas.venues import get
 from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
+from storage.fs import StoreRoot, as_store, is_s3
 
 log = logging.getLogger("tickrec.recorder")
 JOURNAL_FLUSH_S = 0.01
@@ -35,7 +36,7 @@ Sink = Callable[[list[Any]], Awaitable[None]]
 class Recorder:
     """Capture one feed until ``stop()``; reconnects with the venue's back-off."""
 
-    def __init__(self, venue: str, url: str, symbols: Sequence[str], root: Path | str, *,
+    def __init__(self, venue: str, url: str, symbols: Sequence[str], root: Path | str | StoreRoot, *,
                  feed: str | None = None, credentials: dict[str, str] | None = None,
                  options: dict[str, Any] | None = None, sink: Sink | None = None,
                  flush_seconds: float = 30.0, flush_rows: int = 250_000,
@@ -44,7 +45,9 @@ class Recorder:
         self.spec = get(venue)
         self.url = url
         self.symbols = list(symbols)
-        self.root = Path(root)
+        # s3:// roots (storage.fs) stay a StoreRoot; local ones stay a Path
+        self.root: Path | StoreRoot = (as_store(root) if isinstance(root, StoreRoot) or is_s3(root)
+                                       else Path(root))
         self.feed = feed or venue
         self.client = self.spec.client(self.symbols, credentials, options)
         self.sink = sink

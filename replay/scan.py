@@ -19,6 +19,9 @@ The contract (DESIGN.md, "Replay semantics"):
   in chunks, then dropped. Memory follows the largest day, not the range. Rows
   whose ``ts_recv`` does not belong to their date partition would break the day
   order: they are dropped with a warning (``tickrec verify`` should flag them).
+- **Object stores.** ``root`` may be ``s3://bucket/prefix`` (``storage.fs``):
+  the same rows, listed with one recursive listing per table and read through
+  pyarrow's S3 filesystem.
 - **Files.** Only ``*.parquet`` files are read; hidden temp files (``.<name>.tmp``)
   never are. A file with an older schema (missing columns) reads as nulls.
 
@@ -54,6 +57,7 @@ from replay.params import parse_symbols, parse_tables, parse_time
 from replay.rows import RECORD_COLUMNS
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import EVENT_TABLES, TABLES, TS
+from storage.fs import StoreRoot, as_store, is_s3
 from storage.layout import DAY_NS, VENUES, date_of, parse_date
 
 log = logging.getLogger("tickrec.replay")
@@ -85,11 +89,27 @@ class Scan:
     be repeated (each ``iter_*`` call starts over and gives the same rows).
     """
 
-    def __init__(self, root: str | os.PathLike[str], venue: str, *,
+    def __init__(self, root: str | os.PathLike[str] | StoreRoot, venue: str, *,
                  symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
                  tables: str | Sequence[str] | None = None, kind: str = "events",
                  chunk_rows: int = CHUNK_ROWS) -> None:
-        self.root = Path(root)
+        self.store: StoreRoot | None = None
+        self._listing = {}
+        if isinstance(root, StoreRoot) or is_s3(root):
+            self.store = as_store(root)
+            if not self.store.s3:
+                root = self.store.base
+                self.store = None
+        if self.store is not None:
+            self.root = Path(".")
+            if not self.store.is_store():
+                raise ConfigError(f"store root {self.store.uri!r} does not exist (no such bucket)")
+        else:
+            self.root = Path(root)     # type: ignore[arg-type]
+            self._check_local()
+        self._init(venue, symbols, start, end, tables, kind, chunk_rows)
+
+    def _check_local(self) -> None:
         if not self.root.exists():
             raise ConfigError(f"store root {str(self.root)!r} does not exist")
         if not self.root.is_dir():
@@ -101,6 +121,9 @@ class Scan:
         if not names & STORE_DIRS:
             raise ConfigError(f"{str(self.root)!r} is not a tickrec store "
                               f"(no {', '.join(sorted(TABLES))} or journal directory)")
+
+    def _init(self, venue: str, symbols: Any, start: Any, end: Any, tables: Any, kind: str,
+              chunk_rows: int) -> None:
         if venue not in VENUES:
             raise ConfigError(f"unknown venue {venue!r}: expected one of {', '.join(VENUES)}")
         self.venue = venue
@@ -129,6 +152,13 @@ class Scan:
         first = date_of(self.start) if self.start is not None else None
         last = date_of(self.end - 1) if self.end is not None else None
         found: set[str] = set()
+        self._listing: dict[str, dict[str, list[str]]] = {}     # fresh per pass
+        if self.store is not None:
+            for table in self.tables:
+                for day in self._remote(table):
+                    if (first is None or day >= first) and (last is None or day <= last):
+                        found.add(day)
+            return sorted(found)
         for table in self.tables:
             base = self.root / table / f"venue={self.venue}"
             try:
@@ -154,6 +184,8 @@ class Scan:
 
     def files(self, table: str, date: str) -> list[str]:
         """The published files of one partition, by name (never the hidden temps)."""
+        if self.store is not None:
+            return self._remote(table).get(date, [])
         part = self.root / table / f"venue={self.venue}" / f"date={date}"
         try:
             return sorted(e.path for e in os.scandir(part)
@@ -163,6 +195,30 @@ class Scan:
             return []
         except OSError as exc:
             raise StoreError(f"cannot list {part}: {exc.strerror}") from None
+
+    def _remote(self, table: str) -> dict[str, list[str]]:
+        """Object store: the table's files of this venue by date (one listing)."""
+        assert self.store is not None
+        cached = self._listing.get(table)
+        if cached is not None:
+            return cached
+        out: dict[str, list[str]] = self._listing.setdefault(table, {})
+        try:
+            paths = self.store.parquet_files(table, self.venue)
+        except OSError as exc:
+            raise StoreError(f"cannot list {table} of {self.venue} in {self.store.uri}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+        for path in paths:
+            part = path.rsplit("/", 2)[-2]
+            if not part.startswith("date="):
+                continue
+            try:
+                day = parse_date(part[5:])
+            except ConfigError:
+                continue
+            if day == part[5:]:
+                out.setdefault(day, []).append(path)
+        return out
 
     # -- one day ---------------------------------------------------------------------
     def _filter(self, table: str, day_start: int) -> ds.Expression:
@@ -180,7 +236,8 @@ class Scan:
             return None
         day_start = int(parse_time(date) or 0)
         try:
-            dataset = ds.dataset(files, schema=TABLES[table], format=_FORMAT)
+            dataset = ds.dataset(files, schema=TABLES[table], format=_FORMAT,
+                                 filesystem=self.store.fs if self.store is not None else None)
             out = dataset.to_table(columns=list(columns), filter=self._filter(table, day_start))
             if (self.start is None or self.start < day_start
                     or self.end is None or self.end > day_start + DAY_NS):

@@ -2,6 +2,10 @@
 
 Every view exists (with its columns and zero rows) even before anything was
 recorded, and carries ``venue`` and ``date`` from the partition directories.
+On an ``s3://`` root (``storage.fs``) each view is a pyarrow dataset over the
+S3 filesystem (hive partitioning) registered with DuckDB, which scans it with
+filter and projection pushdown; no DuckDB extension is needed.
+
 Queries are read-only: only SELECT / EXPLAIN statements are accepted, so a
 ``COPY … TO`` or ``DELETE`` against the store fails with a clear error.
 """
@@ -17,9 +21,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import TABLES
+from storage.fs import StoreRoot, as_store, is_s3
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -36,8 +42,13 @@ def _glob(root: Path, table: str) -> str:
     return str(root / table / "venue=*" / "date=*" / "*.parquet")
 
 
-def connect(root: Path | str) -> duckdb.DuckDBPyConnection:
+_PARTS = pa.schema([pa.field("venue", pa.string()), pa.field("date", pa.date32())])
+
+
+def connect(root: Path | str | StoreRoot) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the store's views defined."""
+    if isinstance(root, StoreRoot) or is_s3(root):
+        return _connect_datasets(as_store(root))
     root = Path(root)
     if not root.exists():
         raise ConfigError(f"store root {str(root)!r} does not exist")
@@ -60,7 +71,27 @@ def connect(root: Path | str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_query(root: Path | str, sql: str) -> pa.Table:
+def _connect_datasets(store: StoreRoot) -> duckdb.DuckDBPyConnection:
+    """The same views over pyarrow datasets (object stores: no DuckDB httpfs needed)."""
+    if not store.is_store():
+        raise ConfigError(f"store root {store.uri!r} does not exist (no such bucket)")
+    con = duckdb.connect()
+    for table, schema in TABLES.items():
+        full = pa.schema(list(schema) + list(_PARTS))
+        files = store.parquet_files(table)
+        if files:
+            data: Any = ds.dataset(files, schema=full, filesystem=store.fs, format="parquet",
+                                   partitioning=ds.partitioning(_PARTS, flavor="hive"),
+                                   partition_base_dir=store.join(table))
+        else:
+            data = full.empty_table()
+        con.register(f"_ds_{table}", data)
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM _ds_{table}")
+    con.execute(BARS_FINAL)
+    return con
+
+
+def run_query(root: Path | str | StoreRoot, sql: str) -> pa.Table:
     """Run one read-only statement (or several; the last one's result is returned)."""
     try:
         statements = duckdb.extract_statements(sql)

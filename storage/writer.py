@@ -18,6 +18,17 @@ Publishing follows an intent protocol kept in ``state_dir/checkpoint.json``:
 forward; the temps are whole), and deletes temps of an unfinished step 1. So
 after any crash, every record before ``checkpoint.records`` is in Parquet exactly
 once and nothing after it is (``records`` counts journal records of the run).
+
+On an S3 root (``storage.fs``) there are no temps and no renames: each file is
+written directly as one object, which appears whole or not at all. The intent
+(step 2) is recorded *before* the objects are written and names the batch's
+first file number. After a crash with an intent pending, some of the batch's
+objects may exist and others not; ``recover_publish`` does not roll forward but
+turns the intent into ``redo``: recovery re-derives the same batch from the
+journal records between ``records`` and the intent's count and publishes it
+again under the same file numbers. Names are deterministic (run id + file
+number) and the rows are re-derived from the same records, so an object that
+already exists is overwritten with the same rows, and a missing one appears.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import pyarrow as pa
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
 from storage.atomic import fsync_dir, read_json, temp_path, write_json, write_parquet_temp
+from storage.fs import StoreRoot, as_store
 from storage.layout import date_of, partition_dir
 
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
@@ -57,8 +69,10 @@ def to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
 
 
 class StoreWriter:
-    def __init__(self, root: Path, venue: str, run: str, state_dir: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path | str | StoreRoot, venue: str, run: str,
+                 state_dir: Path) -> None:
+        self.store = as_store(root)
+        self.root = Path(self.store.base) if not self.store.s3 else Path(".")
         self.venue = venue
         self.run = run
         self.state_dir = state_dir
@@ -66,6 +80,7 @@ class StoreWriter:
         state = read_json(self.checkpoint_path, {}) or {}
         self.published_records: int = state.get("records", 0)
         self._next_file: int = state.get("next_file", 0)
+        self.redo: int | None = state.get("redo")     # S3: re-publish up to this record
         self._batch = Batch()
         self.files_published = 0
         self.rows_published = 0
@@ -107,6 +122,8 @@ class StoreWriter:
             if batch.records > self.published_records:
                 self._checkpoint(batch.records, None)
             return []
+        if self.store.s3:
+            return self._publish_objects(batch)
         pairs: list[tuple[Path, Path]] = []
         for (table, date), rows in sorted(batch.rows.items()):
             final = partition_dir(self.root, table, self.venue, date) / \
@@ -123,21 +140,56 @@ class StoreWriter:
         self.rows_published += len(batch)
         return [f for _, f in pairs]
 
-    def _checkpoint(self, records: int, intent: list[list[str]] | None) -> None:
+    def _publish_objects(self, batch: Batch) -> list[Path]:
+        """S3: intent first, then one object write per file (see the module doc)."""
+        first = self._next_file
+        names: list[tuple[str, str, str]] = []
+        for table, date in sorted(batch.rows):
+            names.append((table, date, f"{table}/venue={self.venue}/date={date}/"
+                                       f"{self.run}-{self._next_file:06d}.parquet"))
+            self._next_file += 1
+        self._checkpoint(batch.records, [[None, n] for _, _, n in names], first)  # type: ignore[list-item]
+        for t, d, n in names:
+            self.store.write_parquet(to_arrow(t, batch.rows[(t, d)]), n)
+        out = [Path(self.store.join(n)) for _, _, n in names]    # bucket/prefix/... keys
+        self._checkpoint(batch.records, None)
+        if self.redo is not None and batch.records >= self.redo:
+            self.redo = None
+        self.files_published += len(names)
+        self.rows_published += len(batch)
+        return out
+
+    def _checkpoint(self, records: int, intent: list[list[str]] | None,
+                    first_file: int | None = None) -> None:
         state: dict[str, Any] = {"records": self.published_records if intent else records,
                                  "next_file": self._next_file}
         if intent is not None:
             state["intent"] = {"records": records, "files": intent}
+            if first_file is not None:
+                state["intent"]["first_file"] = first_file
+        elif self.redo is not None and records < self.redo:
+            state["redo"] = self.redo
         write_json(self.checkpoint_path, state)
         if intent is None:
             self.published_records = records
 
 
-def recover_publish(root: Path, venue: str, run: str, state_dir: Path) -> int:
-    """Finish or undo an interrupted publish; return how many records are published."""
+def recover_publish(root: Path | str | StoreRoot, venue: str, run: str, state_dir: Path) -> int:
+    """Finish or undo an interrupted publish; return how many records are published.
+
+    S3: an interrupted publish becomes ``redo`` (module doc); the records count
+    stays at the last completed publish."""
     path = state_dir / "checkpoint.json"
     state = read_json(path, {}) or {}
     intent = state.pop("intent", None)
+    store = as_store(root)
+    if store.s3:
+        if intent:
+            state["next_file"] = intent.get("first_file", state.get("next_file", 0))
+            state["redo"] = intent["records"]
+            write_json(path, state)
+        return int(state.get("records", 0))
+    root = Path(store.base)
     if intent:
         for tmp, final in intent["files"]:
             if os.path.exists(tmp):

@@ -57,12 +57,32 @@ class Group(click.Group):
 
 
 def root_option(exists: bool = False) -> Any:
-    return click.option("--root", type=click.Path(path_type=Path), default=None,
-                        help="Store root (default: $TICKREC_ROOT, else ./data).")
+    # a plain string: click.Path would turn s3://b/p into s3:/b/p
+    return click.option("--root", default=None,
+                        help="Store root: a directory or s3://bucket/prefix "
+                             "(default: $TICKREC_ROOT, else ./data).")
 
 
-def resolve_root(root: Path | None, must_exist: bool = False) -> Path:
-    r = root or default_root()
+def resolve_root(root: str | Path | None, must_exist: bool = False, *, s3: str | None = None,
+                 journal: str | None = None) -> Any:
+    """The store root as given: a ``Path``, or a ``StoreRoot`` for ``s3://`` roots.
+
+    ``s3`` names the command when it accepts s3:// roots; commands that do not
+    refuse them with one line (docs/object-store.md)."""
+    from storage.fs import StoreRoot, is_s3
+    text = str(root) if root else (os.environ.get("TICKREC_ROOT") or "")
+    if is_s3(text):
+        if s3 is None:
+            command = click.get_current_context().info_name
+            raise ConfigError(f"tickrec {command}: not supported on s3:// roots yet")
+        store = StoreRoot.parse(text, journal)
+        if must_exist and not store.is_store():
+            raise ConfigError(f"store root {text!r} does not exist (no such bucket)")
+        return store
+    if journal:
+        raise ConfigError("--journal is only for s3:// roots (a local root keeps its journal "
+                          "in ROOT/journal)")
+    r = Path(text) if text else default_root()
     if must_exist and not r.is_dir():
         raise ConfigError(f"store root {str(r)!r} does not exist (set --root or TICKREC_ROOT)")
     return r
@@ -154,8 +174,11 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float | Non
 @click.option("--feed", default=None, help="Feed name for the journal (default: the venue).")
 @click.option("--flush-seconds", type=float, default=30.0, show_default=True,
               help="Publish Parquet at least this often.")
-def record(venue: str, url: str, symbols: str, root: Path | None, duration: float | None,
-           feed: str | None, flush_seconds: float) -> None:
+@click.option("--journal", default=None,
+              help="Local journal directory for an s3:// root (default: $TICKREC_JOURNAL, "
+                   "else ~/.cache/tickrec/journal/<bucket>/<prefix>).")
+def record(venue: str, url: str, symbols: str, root: str | None, duration: float | None,
+           feed: str | None, flush_seconds: float, journal: str | None) -> None:
     """Capture VENUE until SIGINT/SIGTERM or --duration; everything is flushed before exit.
 
     Credentials come from the environment: TICKREC_ALLTICK_TOKEN,
@@ -168,7 +191,8 @@ def record(venue: str, url: str, symbols: str, root: Path | None, duration: floa
     syms = symbols_list(symbols)
     if not syms:
         raise ConfigError("--symbols is empty")
-    summary = record_feed(venue, url, syms, resolve_root(root), duration=duration, feed=feed,
+    summary = record_feed(venue, url, syms, resolve_root(root, s3="record", journal=journal),
+                          duration=duration, feed=feed,
                           flush_seconds=flush_seconds, progress=lambda line: click.echo(line, err=True))
     click.echo(summary)
 
@@ -178,10 +202,10 @@ def record(venue: str, url: str, symbols: str, root: Path | None, duration: floa
 @root_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
-def query(sql: str, root: Path | None, fmt: str) -> None:
+def query(sql: str, root: str | None, fmt: str) -> None:
     """DuckDB SQL over the store's views: raw, trades, book, tickers, bars, bars_final, gaps, sessions."""
     from storage.catalog import format_table, run_query
-    click.echo(format_table(run_query(resolve_root(root, must_exist=True), sql), fmt))
+    click.echo(format_table(run_query(resolve_root(root, must_exist=True, s3="query"), sql), fmt))
 
 
 @main.command()
@@ -201,21 +225,21 @@ def parse(venue: str, file: Any, records: bool) -> None:
 @click.option("--venue", type=VENUE, default=None)
 @click.option("--date", default=None, help="UTC date YYYY-MM-DD.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-def gaps(root: Path | None, venue: str | None, date: str | None, fmt: str) -> None:
+def gaps(root: str | None, venue: str | None, date: str | None, fmt: str) -> None:
     """The gap report: per venue and symbol, what is missing and why."""
     from tickrec.reports import gap_report
-    click.echo(gap_report(resolve_root(root, must_exist=True), venue, date, fmt))
+    click.echo(gap_report(resolve_root(root, must_exist=True, s3="gaps"), venue, date, fmt))
 
 
 @main.command()
 @root_option()
-def verify(root: Path | None) -> None:
+def verify(root: str | None) -> None:
     """Integrity check: files, schema versions, journals, and every row re-derived from raw.
 
     Exit status 1 when anything is wrong.
     """
     from tickrec.verify import verify as run_verify
-    report = run_verify(resolve_root(root, must_exist=True))
+    report = run_verify(resolve_root(root, must_exist=True, s3="verify"))
     for line in report.notes:
         click.echo(f"note: {line}")
     for line in report.problems:
@@ -239,13 +263,13 @@ def verify(root: Path | None) -> None:
 @click.option("--kind", type=click.Choice(["events", "raw"]), default="events", show_default=True)
 @click.option("--digest", "want_digest", is_flag=True,
               help="Print only the sha256 digest of the stream (and its event count).")
-def replay(venue: str, root: Path | None, symbols: str | None, start: str | None,
+def replay(venue: str, root: str | None, symbols: str | None, start: str | None,
            end: str | None, speed: str, clock: str, kind: str, want_digest: bool) -> None:
     """Replay the store to stdout as JSON lines, in recorded order, paced by --speed."""
     import replay as replay_pkg
     from tickrec.replaying import replay_to
 
-    store = resolve_root(root, must_exist=True)
+    store = resolve_root(root, must_exist=True, s3="replay")
     feed = replay_pkg.open(store, venue, symbols=symbols_list(symbols) or None, start=start,
                            end=end, speed=speed, clock=clock, kind=kind)
     line = asyncio.run(replay_to(feed, click.echo, want_digest))
@@ -265,7 +289,7 @@ def replay(venue: str, root: Path | None, symbols: str | None, start: str | None
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
 @click.option("--queue-frames", default=4096, show_default=True, type=click.IntRange(min=2),
               help="Frames queued per client before its replay waits for it (back-pressure).")
-def serve(venue: str, root: Path | None, host: str, port: int, speed: str, start: str | None,
+def serve(venue: str, root: str | None, host: str, port: int, speed: str, start: str | None,
           end: str | None, symbols: str | None, queue_frames: int) -> None:
     """Serve the store's recorded frames in VENUE's own protocol. Prints its URL first.
 
@@ -275,7 +299,7 @@ def serve(venue: str, root: Path | None, host: str, port: int, speed: str, start
     connection. Set TICKREC_SERVE_TOKEN to reject clients with another token.
     """
     from replay.serve import ReplayServer
-    server = ReplayServer(resolve_root(root, must_exist=True), venue, host=host, port=port,
+    server = ReplayServer(resolve_root(root, must_exist=True, s3="serve"), venue, host=host, port=port,
                           speed=speed, start=start, end=end, symbols=symbols_list(symbols) or None,
                           token=os.environ.get("TICKREC_SERVE_TOKEN") or None,
                           queue_frames=queue_frames)
@@ -329,7 +353,7 @@ def daemon(config_path: Path) -> None:
 @click.option("--date", default=None, help="UTC date YYYY-MM-DD (default: every unsealed day "
                                           "before today).")
 @click.option("--venue", "venues", multiple=True, type=VENUE, help="Only this venue (repeatable).")
-def compact(root: Path | None, date: str | None, venues: tuple[str, ...]) -> None:
+def compact(root: str | None, date: str | None, venues: tuple[str, ...]) -> None:
     """Seal days by hand: sorted large files, manifest, checks, journal trim.
 
     Exit status 1 when a check fails (nothing of that day is switched then).
@@ -357,7 +381,7 @@ def compact(root: Path | None, date: str | None, venues: tuple[str, ...]) -> Non
 @root_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-def status(root: Path | None, fmt: str) -> None:
+def status(root: str | None, fmt: str) -> None:
     """Health of the daemon's feeds (from ROOT/status/daemon.json) and of the sealed days."""
     from tickrec.status import status_text
     click.echo(status_text(resolve_root(root, must_exist=True), fmt))

@@ -8,6 +8,10 @@ Checks, each problem one line:
    ``trades``, ``book``, ``tickers``, ``bars`` and ``gaps`` (nothing missing,
    nothing extra, nothing different).
 Hidden temp files of a publish in progress are reported as notes, not problems.
+
+An ``s3://`` root (``storage.fs.StoreRoot``) gets the same checks: the files are
+the bucket's published objects (there are no temps on S3), the journal is the
+root's local journal directory.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from schemas.errors import ConfigError
 from schemas.events import EVENT_COLUMNS, RawRecord, Status
 from schemas.tables import EVENT_TABLES, METADATA_KEY, SCHEMA_VERSION, TABLES
 from schemas.venues import NAMES, make_decoder
+from storage.fs import StoreRoot
 from storage.writer import _GETTERS
+
+Root = Path | StoreRoot
 
 
 @dataclass
@@ -97,11 +104,24 @@ def _live(run: Path) -> bool:
     return False
 
 
-def _raw_sessions(root: Path, venue: str) -> Iterator[tuple[str, list[RawRecord]]]:
-    base = root / "raw" / f"venue={venue}"
-    if not base.is_dir():
+def _open(root: Root, table: str, venue: str,
+          skip: frozenset[str] = frozenset()) -> ds.Dataset | None:
+    """The table's files of one venue as a dataset; ``None`` when there are none.
+
+    ``skip``: object paths already reported unreadable (object stores)."""
+    if isinstance(root, StoreRoot):
+        files = [f for f in root.parquet_files(table, venue) if f not in skip]
+        return ds.dataset(files, format="parquet", filesystem=root.fs) if files else None
+    base = root / table / f"venue={venue}"
+    return ds.dataset(base, format="parquet") if base.is_dir() else None
+
+
+def _raw_sessions(root: Root, venue: str,
+                  skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, list[RawRecord]]]:
+    data = _open(root, "raw", venue, skip)
+    if data is None:
         return
-    t = _int_times(ds.dataset(base, format="parquet").to_table())
+    t = _int_times(data.to_table())
     t = t.sort_by([("session", "ascending"), ("ts_recv", "ascending"), ("frame", "ascending")])
     cols = {n: t.column(n).to_pylist() for n in t.column_names}
     i, n = 0, t.num_rows
@@ -115,14 +135,15 @@ def _raw_sessions(root: Path, venue: str) -> Iterator[tuple[str, list[RawRecord]
         yield session, recs
 
 
-def _stored(root: Path, venue: str) -> dict[str, list[tuple[Any, ...]]]:
+def _stored(root: Root, venue: str,
+            skip: frozenset[str] = frozenset()) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     for table in EVENT_TABLES:
-        base = root / table / f"venue={venue}"
-        if not base.is_dir():
+        data = _open(root, table, venue, skip)
+        if data is None:
             out[table] = []
             continue
-        t = _int_times(ds.dataset(base, format="parquet").to_table(columns=list(EVENT_COLUMNS[table])))
+        t = _int_times(data.to_table(columns=list(EVENT_COLUMNS[table])))
         out[table] = sorted(zip(*(t.column(c).to_pylist() for c in EVENT_COLUMNS[table])),
                             key=_key(table))
     return out
@@ -139,16 +160,17 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return all(x == y or (x != x and y != y) for x, y in zip(a, b))
 
 
-def check_rederive(root: Path, venue: str, report: Report) -> None:
+def check_rederive(root: Root, venue: str, report: Report,
+                   skip: frozenset[str] = frozenset()) -> None:
     derived: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for session, recs in _raw_sessions(root, venue):
+    for session, recs in _raw_sessions(root, venue, skip):
         report.sessions += 1
         dec = make_decoder(venue, session)
         for rec in recs:
             for ev in dec.feed(rec):
                 if not isinstance(ev, Status):
                     derived[ev.TABLE].append(_GETTERS[ev.TABLE](ev))
-    stored = _stored(root, venue)
+    stored = _stored(root, venue, skip)
     for table in EVENT_TABLES:
         want = sorted(derived.get(table, []), key=_key(table))
         have = stored[table]
@@ -161,7 +183,35 @@ def check_rederive(root: Path, venue: str, report: Report) -> None:
                 f"first difference at row {diff}")
 
 
-def verify(root: Path) -> Report:
+def check_objects(store: StoreRoot, report: Report) -> frozenset[str]:
+    """``check_files`` for an object store (whole objects only: no temps to note);
+    returns the unreadable objects' paths."""
+    bad: set[str] = set()
+    for table, schema in TABLES.items():
+        for path in store.parquet_files(table):
+            report.files += 1
+            rel = path[len(store.base) + 1:]
+            try:
+                got = pq.read_schema(path, filesystem=store.fs)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
+                report.problems.append(f"{rel}: unreadable ({exc})")
+                bad.add(path)
+                continue
+            version = (got.metadata or {}).get(METADATA_KEY)
+            if version != SCHEMA_VERSION.encode():
+                report.problems.append(f"{rel}: schema version {version!r}, "
+                                       f"expected {SCHEMA_VERSION}")
+            if got.names != schema.names:
+                report.problems.append(f"{rel}: columns differ from {table}")
+    return frozenset(bad)
+
+
+def verify(root: Root) -> Report:
+    if isinstance(root, StoreRoot):
+        if not root.s3:
+            root = Path(root.base)
+        else:
+            return _verify_store(root)
     if not root.is_dir():
         raise ConfigError(f"store root {str(root)!r} does not exist")
     if not any((root / t).is_dir() for t in TABLES) and not (root / "journal").is_dir():
@@ -175,4 +225,22 @@ def verify(root: Path) -> Report:
                 check_rederive(root, venue, report)
             except ConfigError as exc:
                 report.notes.append(f"{venue}: not re-derived ({exc})")
+    return report
+
+
+def _verify_store(store: StoreRoot) -> Report:
+    if not store.is_store():
+        raise ConfigError(f"store root {store.uri!r} does not exist (no such bucket)")
+    report = Report()
+    unreadable = check_objects(store, report)
+    check_journal(store.journal, report)
+    for venue in NAMES:
+        if store.parquet_files("raw", venue):
+            try:
+                check_rederive(store, venue, report, unreadable)
+            except ConfigError as exc:
+                report.notes.append(f"{venue}: not re-derived ({exc})")
+            except (pa.ArrowException, OSError) as exc:    # e.g. an object gone since listed
+                first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                report.problems.append(f"{venue}: not re-derived ({first})")
     return report
