@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from schemas.errors import ConfigError
+
 from schemas.events import Trade
 from storage.catalog import connect
 from storage.writer import StoreWriter
@@ -82,9 +84,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    # C1 only and the serial collector: a JVM that lives for seconds warms up faster
-    session = tspark.session("local[1]", "tickrec-tests", {
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"})
+    # C1 only and the serial collector: a JVM that lives for seconds warms up faster.
+    # One retry: on a loaded shared machine the JVM's gateway can miss its start window.
+    conf = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    try:
+        session = tspark.session("local[1]", "tickrec-tests", conf)
+    except ConfigError:
+        session = tspark.session("local[1]", "tickrec-tests", conf)
     try:
         yield session
     finally:
