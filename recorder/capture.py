@@ -13,6 +13,7 @@ capture and crash recovery push records through the same ``Normalizer``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from schemas.errors import StoreError
 from schemas.events import RawRecord, Status
 from schemas.venues import make_decoder
 from storage.atomic import read_json, write_json
@@ -28,6 +30,19 @@ from storage.layout import host_name, journal_dir, new_session_id
 from storage.writer import StoreWriter, recover_publish
 
 DONE = "done"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_failure(exc: BaseException) -> str:
+    """One line for a failed store write: "disk full" for ENOSPC/EDQUOT."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.errno in _FULL:
+        return f"disk full ({cause.strerror or 'no space left'})"
+    if isinstance(cause, OSError):
+        return f"store write failed ({cause.strerror or cause})"
+    return f"store write failed ({exc})"
 
 
 class RecvClock:
@@ -115,7 +130,17 @@ class Normalizer:
 
 
 class Capture:
-    """One recorder run. Not thread-safe: drive it from one event loop."""
+    """One recorder run. Not thread-safe: drive it from one event loop (``publish``
+    alone may run in a worker thread, on a batch already taken).
+
+    When the store cannot be written (disk full: a journal flush or a Parquet
+    publish fails), the capture is *blocked*: ``blocked`` says why, nothing
+    buffered is dropped (the journal keeps its buffer, a failed batch goes back in
+    front of the rows), and the driver should stop reading until a retry
+    (``retry()``) succeeds. The pause is then journaled as an ``error`` record
+    whose note is ``{"pause": {"since": ts, "reason": ...}}``, from which the
+    decoder derives one ``stale`` gap per stream (see ``Decoder.on_pause``).
+    """
 
     def __init__(self, root: Path, venue: str, feed: str | None = None, *,
                  flush_rows: int = 250_000, flush_seconds: float = 30.0) -> None:
@@ -139,6 +164,11 @@ class Capture:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._last_publish = time.monotonic()
+        self.blocked: str | None = None         # why the store cannot be written, if so
+        self.blocked_since: int | None = None
+        self.pauses = 0
+        self._unpublished = False               # a failed batch is back in the buffer
+        self._pause_note: str | None = None     # a pause that ended between sessions
 
     # -- records ----------------------------------------------------------------------
     def _record(self, direction: str, kind: str, payload: bytes, note: str | None = None) -> list[Any]:
@@ -160,18 +190,24 @@ class Capture:
         if decoder:
             note["decoder"] = decoder
         self._record("event", "open", redacted_url.encode(), json.dumps(note))
+        if self._pause_note is not None:
+            self._record("event", "error", b"", self._pause_note)
+            self._pause_note = None
         return session
 
-    def frame_in(self, payload: bytes | str) -> list[Any]:
+    def frame_in(self, payload: bytes | str, text: bool | None = None) -> list[Any]:
+        """One frame received: ``str`` is a text frame, ``bytes`` binary unless
+        ``text`` says it was a text frame (one that is not valid UTF-8)."""
         if isinstance(payload, str):
             return self._record("in", "text", payload.encode())
-        return self._record("in", "binary", payload)
+        return self._record("in", "text" if text else "binary", payload)
 
     def frame_out(self, stored: bytes, kind: str = "text") -> list[Any]:
         return self._record("out", kind, stored)
 
     def error(self, message: str) -> None:
-        self._record("event", "error", b"", message[:500])
+        self._record("event", "error", b"",
+                     message.encode("utf-8", "replace").decode()[:500])
 
     def close_session(self, code: int | None, reason: str) -> list[Any]:
         if self.norm.session is None:
@@ -179,24 +215,85 @@ class Capture:
         return self._record("event", "close", b"", json.dumps({"code": code, "reason": reason}))
 
     # -- flushing -----------------------------------------------------------------------
-    def flush_journal(self) -> None:
-        self.journal.flush()
+    def flush_journal(self) -> bool:
+        """Hand the buffered records to the OS; False (and blocked) if the write failed."""
+        try:
+            self.journal.flush()
+        except StoreError as exc:
+            self.block(exc)
+            return False
+        return True
+
+    def block(self, exc: BaseException) -> bool:
+        """Note that the store failed; True the first time (until ``retry`` succeeds)."""
+        if self.blocked is not None:
+            return False
+        self.blocked = store_failure(exc)
+        self.blocked_since = self.clock.now()
+        return True
 
     def publish_due(self) -> bool:
-        return (self.writer.buffered >= self.flush_rows
+        return (self.writer.buffered >= self.flush_rows or self._unpublished
                 or time.monotonic() - self._last_publish >= self.flush_seconds)
 
     def take(self) -> Any:
-        """Swap out the buffered rows for ``publish`` (journal flushed first)."""
-        self.journal.flush()
+        """Swap out the buffered rows for ``publish`` (journal flushed first); None
+        when the journal cannot be written (the capture is blocked)."""
+        if not self.flush_journal():
+            return None
         self._last_publish = time.monotonic()
         return self.writer.take()
 
     def publish(self, batch: Any) -> list[Path]:
         return self.writer.publish(batch)
 
+    def publish_failed(self, batch: Any, exc: BaseException) -> bool:
+        """A ``publish`` raised: keep the batch's rows (unless its intent was recorded,
+        then the next publish finishes it) and block. True if newly blocked."""
+        if not batch.intent:
+            self.writer.restore(batch)
+        self._unpublished = True
+        return self.block(exc)
+
+    def retry(self) -> bool:
+        """While blocked: flush the journal and, if a publish failed, publish again.
+        Run on the loop (the publish is synchronous here). True when both worked:
+        the capture is unblocked and the pause journaled (see ``resumed``)."""
+        if self.blocked is None:
+            return True
+        try:
+            self.journal.flush()
+            if self._unpublished:
+                self._last_publish = time.monotonic()
+                batch = self.writer.take()
+                try:
+                    self.writer.publish(batch)
+                except BaseException:
+                    if not batch.intent:
+                        self.writer.restore(batch)
+                    raise
+                self._unpublished = False
+        except (StoreError, OSError):
+            return False
+        return True
+
+    def resumed(self) -> list[Any]:
+        """After a successful ``retry``: journal the pause; its gaps as events."""
+        since, reason = self.blocked_since, self.blocked
+        self.blocked = self.blocked_since = None
+        self.pauses += 1
+        note = json.dumps({"pause": {"since": since, "reason": reason}})
+        if self.norm.session is None:
+            self._pause_note = note     # journaled right after the next open record
+            return []
+        return self._record("event", "error", b"", note)
+
     def close(self) -> None:
-        """Publish everything, keep the carry for the next run, mark the run done."""
+        """Publish everything, keep the carry for the next run, mark the run done.
+
+        Raises ``StoreError``/``OSError`` if the store still cannot be written: the
+        run then stays unsealed and the next start recovers what reached the journal.
+        """
         self.close_session(None, "recorder stopped")
         self.journal.sync()
         self.publish(self.take())

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from recorder.backoff import backoff
 from recorder.capture import Capture, recover
 from recorder.tcp import tcp_connect
-from schemas.errors import PermanentFeedError
+from schemas.errors import PermanentFeedError, StoreError
 from schemas.events import Status
 from schemas.venues import get
 from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
@@ -29,6 +29,7 @@ from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
 log = logging.getLogger("tickrec.recorder")
 JOURNAL_FLUSH_S = 0.01
 JOURNAL_FLUSH_RECORDS = 2048
+STORE_RETRY_S = 1.0             # while the store cannot be written, try again this often
 Sink = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -58,6 +59,9 @@ class Recorder:
         self.connections = 0
         self.recovery_lines: list[str] = []
         self.on_notice: Callable[[str], None] = lambda _: None
+        # Cleared while the store cannot be written: nothing is read from the venue then.
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -71,7 +75,8 @@ class Recorder:
         self.capture = Capture(self.root, self.spec.name, self.feed,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
         tasks = [asyncio.create_task(self._journal_flusher()),
-                 asyncio.create_task(self._publisher())]
+                 asyncio.create_task(self._publisher()),
+                 asyncio.create_task(self._store_retry())]
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, self._stop.set)
         try:
@@ -90,6 +95,9 @@ class Recorder:
         assert self.capture is not None
         delays = backoff(self.reconnect_min)
         while not self._stop.is_set():
+            if not self._writable.is_set():     # no new connection while the store is full
+                await self._wait_writable()
+                continue
             attempt = time.monotonic()
             dial = self.client.dial(self.url)
             code: int | None = None
@@ -158,25 +166,41 @@ class Recorder:
 
         async def reader() -> None:
             nonlocal last_in
-            journal = cap.journal
-            async for msg in ws:
-                last_in = time.monotonic()
-                events = cap.frame_in(msg)
-                if journal.buffered >= JOURNAL_FLUSH_RECORDS:
-                    journal.flush()
-                if events:
-                    await self._emit(events)
-                    for out in client.after(events):
-                        outbox.put_nowait(out)
-                    why = client.permanent(None, events)
-                    if why:
-                        fatal_close.append(why)
-                        return
+            journal, writable = cap.journal, self._writable
+            try:
+                async for msg in ws:
+                    last_in = time.monotonic()
+                    events = cap.frame_in(msg)
+                    if journal.buffered >= JOURNAL_FLUSH_RECORDS and not cap.flush_journal():
+                        await self._blocked()
+                    if events:
+                        await self._emit(events)
+                        for out in client.after(events):
+                            outbox.put_nowait(out)
+                        why = client.permanent(None, events)
+                        if why:
+                            fatal_close.append(why)
+                            return
+                    if not writable.is_set():
+                        # Back-pressure: not reading makes the socket buffers fill up, so
+                        # the venue slows down or drops us; nothing read is ever dropped.
+                        await writable.wait()
+                        last_in = time.monotonic()
+            except ConnectionClosed as exc:
+                # A text frame that is not UTF-8 fails the connection (RFC 6455: 1007);
+                # keep the frame itself: it is journaled and becomes a rejected gap.
+                bad = exc.__cause__
+                if isinstance(bad, UnicodeDecodeError) and isinstance(bad.object, bytes):
+                    await self._emit(cap.frame_in(bad.object, text=True))
+                raise
 
         async def watchdog() -> None:
+            nonlocal last_in
             while True:
                 await asyncio.sleep(min(1.0, self.idle_timeout / 4))
-                if time.monotonic() - last_in > self.idle_timeout:
+                if not self._writable.is_set():     # our own pause is not the venue's silence
+                    last_in = time.monotonic()
+                elif time.monotonic() - last_in > self.idle_timeout:
                     return
 
         tasks = {asyncio.create_task(c) for c in (sender(), heartbeats(), reader(), watchdog())}
@@ -209,21 +233,70 @@ class Recorder:
             await self.sink(events)
 
     async def _journal_flusher(self) -> None:
-        assert self.capture is not None
+        cap = self.capture
+        assert cap is not None
         while True:
             await asyncio.sleep(JOURNAL_FLUSH_S)
-            self.capture.flush_journal()
+            if cap.blocked is None and not cap.flush_journal():
+                await self._blocked()
 
     async def _publisher(self) -> None:
-        assert self.capture is not None
+        cap = self.capture
+        assert cap is not None
         while True:
             await asyncio.sleep(0.1)
-            if self.capture.publish_due():
+            if cap.blocked is None and cap.publish_due():
+                batch = cap.take()
+                if batch is None:           # the journal flush before it failed
+                    await self._blocked()
+                    continue
                 # A worker thread cannot be cancelled; run() waits for this future before
                 # close() publishes, so two publishes never race on the checkpoint.
-                self._publishing = asyncio.ensure_future(
-                    asyncio.to_thread(self.capture.publish, self.capture.take()))
-                await asyncio.shield(self._publishing)
+                self._publishing = asyncio.ensure_future(asyncio.to_thread(cap.publish, batch))
+                try:
+                    await asyncio.shield(self._publishing)
+                except (StoreError, OSError) as exc:
+                    cap.publish_failed(batch, exc)
+                    await self._blocked()
+
+    async def _blocked(self) -> None:
+        """The store cannot be written: stop reading, say so once."""
+        cap = self.capture
+        assert cap is not None and cap.blocked is not None
+        if not self._writable.is_set():
+            return
+        self._writable.clear()
+        msg = (f"{self.feed}: {cap.blocked}: stopped reading from the venue (nothing read is "
+               f"dropped); retrying every {STORE_RETRY_S:g}s")
+        log.error("%s", msg)
+        self.on_notice(msg)
+        await self._emit([Status(self.spec.name, "error", time.time_ns(), msg)])
+
+    async def _store_retry(self) -> None:
+        cap = self.capture
+        assert cap is not None
+        while True:
+            await asyncio.sleep(STORE_RETRY_S)
+            if cap.blocked is None or (self._publishing is not None
+                                       and not self._publishing.done()):
+                continue
+            since = cap.blocked_since or 0
+            if cap.retry():
+                events = cap.resumed()
+                msg = (f"{self.feed}: the store is writable again after "
+                       f"{(cap.clock.now() - since) / 1e9:.1f}s: reading resumed")
+                log.warning("%s", msg)
+                self.on_notice(msg)
+                self._writable.set()
+                await self._emit(events + [Status(self.spec.name, "resumed", time.time_ns(),
+                                                  msg)])
+
+    async def _wait_writable(self) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        writable = asyncio.ensure_future(self._writable.wait())
+        await asyncio.wait({stop, writable}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (stop, writable):
+            t.cancel()
 
 
 class LiveFeed:

@@ -17,6 +17,8 @@ from schemas.errors import ProtocolError
 _NULLS = frozenset(("", "NA", "N/A", "null", "None", "-"))
 # Arrow's timestamp[ns] is an int64: a time past 2262 would fail at publish, not here.
 MAX_NS = 2**63 - 1
+# Every integer column of the store is an int64: a larger value would fail at publish.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def num(value: Any, name: str = "value") -> float | None:
@@ -49,15 +51,19 @@ def num(value: Any, name: str = "value") -> float | None:
 
 
 def integer(value: Any, name: str = "value") -> int | None:
-    """An int from an int or an integral string/float; None for absent/empty."""
+    """An int from an int or an integral string/float; None for absent/empty.
+
+    Raises ``ProtocolError`` for a value outside int64 (the store's integer type):
+    such a value would otherwise fail the Parquet publish of the whole batch.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _int64(value, name)
     if isinstance(value, str):
         v = value.strip()
         if v in _NULLS:
             return None
         try:
-            return int(v)
+            return _int64(int(v), name)
         except ValueError:
             pass
     f = num(value, name)
@@ -65,7 +71,13 @@ def integer(value: Any, name: str = "value") -> int | None:
         return None
     if not math.isfinite(f) or f != int(f):
         raise ProtocolError(f"{name} is not an integer: {value!r:.40}")
-    return int(f)
+    return _int64(int(f), name)
+
+
+def _int64(n: int, name: str) -> int:
+    if INT64_MIN <= n <= INT64_MAX:
+        return n
+    raise ProtocolError(f"{name} out of the int64 range: {str(n)[:40]}")
 
 
 def epoch_ns(value: Any, name: str = "time") -> int | None:
