@@ -197,9 +197,11 @@ class Capture:
 
     def frame_in(self, payload: bytes | str, text: bool | None = None) -> list[Any]:
         """One frame received: ``str`` is a text frame, ``bytes`` binary unless
-        ``text`` says it was a text frame (one that is not valid UTF-8)."""
+        ``text`` says it was a text frame (one that is not valid UTF-8). Never raises
+        for the payload: a ``str`` holding a lone surrogate is kept as its bytes (and
+        rejected by the decoder)."""
         if isinstance(payload, str):
-            return self._record("in", "text", payload.encode())
+            return self._record("in", "text", payload.encode("utf-8", "surrogatepass"))
         return self._record("in", "text" if text else "binary", payload)
 
     def frame_out(self, stored: bytes, kind: str = "text") -> list[Any]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import connect as ws_connect
@@ -21,10 +22,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from recorder.backoff import backoff
 from recorder.capture import Capture, recover
 from recorder.tcp import tcp_connect
-from schemas.errors import PermanentFeedError, StoreError
+from schemas.errors import ConfigError, PermanentFeedError, StoreError
 from schemas.events import Status
 from schemas.venues import get
 from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
+from schemas.venues.urls import redact_url
 
 log = logging.getLogger("tickrec.recorder")
 JOURNAL_FLUSH_S = 0.01
@@ -47,6 +49,8 @@ class Recorder:
         self.root = Path(root)
         self.feed = feed or venue
         self.client = self.spec.client(self.symbols, credentials, options)
+        if self.client.transport == "ws" and urlsplit(url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"{venue} needs a ws:// or wss:// url, not {redact_url(url)!r}")
         self.sink = sink
         self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
         self.idle_timeout = idle_timeout or self.client.idle_timeout
@@ -225,8 +229,13 @@ class Recorder:
             reason = f"watchdog: no frame for {self.idle_timeout:g}s"
             ws.transport.abort()
             return None, reason
-        code = ws.close_code
-        return code, ws.close_reason or ("connection lost" if code == 1006 else "")
+        code, reason = ws.close_code, ws.close_reason
+        sent = getattr(getattr(ws, "protocol", None), "close_sent", None)
+        if code == 1006 and sent is not None and sent.code != 1000:
+            # the websockets library failed the connection itself (RFC 6455): 1007 a text
+            # frame not UTF-8, 1009 a frame over the size limit, 1011 no pong
+            return sent.code, f"closed by tickrec: {sent.reason or 'protocol error'}"
+        return code, reason or ("connection lost" if code == 1006 else "")
 
     async def _emit(self, events: list[Any]) -> None:
         if self.sink is not None and events:

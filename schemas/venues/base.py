@@ -49,6 +49,8 @@ def _fields_of(cls: type, kinds: tuple[str, ...]) -> tuple[str, ...]:
 _INTS = {t: _fields_of(c, ("int",)) for t, c in EVENT_CLASSES.items()}
 _TEXTS = {t: _fields_of(c, ("str",)) for t, c in EVENT_CLASSES.items()}
 _INT_LISTS = {t: _fields_of(c, ("list[int]",)) for t, c in EVENT_CLASSES.items()}
+_FLOATS = {t: _fields_of(c, ("float",)) for t, c in EVENT_CLASSES.items()}
+_FLOAT_LISTS = {t: _fields_of(c, ("list[float]",)) for t, c in EVENT_CLASSES.items()}
 
 
 def _i64(v: int | None) -> int | None:
@@ -59,19 +61,22 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def check_text(payload: bytes) -> None:
-    """Raise ``ProtocolError`` for a text frame that is not valid Unicode.
+    """Raise ``ProtocolError`` for a JSON frame whose text is not valid Unicode.
 
     Two ways lead there past ``json.loads``: bytes that encode a surrogate (JSON's
     decoder lets them through) and a ``\\ud800``-style escape that is not half of
     a pair. Either would put an unstorable string into the venue's state and rows.
-    Fast for ordinary frames: two byte scans; the exact check runs only when one hits.
+    Any frame kind (a JSON venue may send binary frames); a payload that is not
+    JSON is left to the venue's decoder. Fast for ordinary frames: two byte scans;
+    the exact check (parse and walk) runs only when one of them hits.
     """
+    suspect = False
     if b"\xed" in payload:
         try:
             payload.decode()
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"not valid UTF-8 at byte {exc.start}") from None
-    if _SURROGATE_ESCAPE.search(payload) is None:
+        except UnicodeDecodeError:
+            suspect = True
+    if not suspect and _SURROGATE_ESCAPE.search(payload) is None:
         return
     try:
         obj = json.loads(payload)
@@ -94,14 +99,23 @@ def check_text(payload: bytes) -> None:
 
 
 def check_storable(events: Sequence[Event | Status]) -> None:
-    """Raise ``ProtocolError`` if an event holds a value its Parquet column cannot:
-    an integer outside int64 or text that is not valid Unicode (a lone surrogate,
-    from a JSON ``\\ud800`` escape). Run on every record fed, so no decoded value
-    can fail a publish; cheap (ASCII text and small ints are the fast path)."""
+    """Raise ``ProtocolError`` if an event holds a value its Parquet column cannot, or
+    one that is never data: an integer outside int64, text that is not valid Unicode
+    (a lone surrogate, from a JSON ``\\ud800`` escape), a NaN or infinite number.
+    Run on every record fed, so no decoded value can fail a publish; cheap (ASCII
+    text, small ints and finite floats are the fast path)."""
     for ev in events:
         table = ev.TABLE
         if table == "status":
             continue
+        for name in _FLOATS[table]:
+            v = getattr(ev, name)
+            if v is not None and v - v != 0.0:          # NaN or ±inf
+                raise ProtocolError(f"{name} is not finite: {v!r}")
+        for name in _FLOAT_LISTS[table]:
+            total = sum(getattr(ev, name) or ())
+            if total - total != 0.0:
+                raise ProtocolError(f"{name} holds a number that is not finite")
         for name in _INTS[table]:
             v = getattr(ev, name)
             if v is not None and not _INT64_MIN <= v <= _INT64_MAX:
@@ -184,12 +198,10 @@ class Decoder(ABC):
             if rec.direction == "in":
                 if len(rec.payload) > MAX_FRAME_BYTES:
                     raise ProtocolError(f"frame of {len(rec.payload)} bytes is over the limit")
-                if rec.kind == "text":
-                    check_text(rec.payload)
+                check_text(rec.payload)
                 self.on_incoming(rec, ctx)
             elif rec.direction == "out":
-                if rec.kind == "text":
-                    check_text(rec.payload)
+                check_text(rec.payload)
                 self.on_outgoing(rec, ctx)
             elif rec.kind == "open":
                 self._on_open(rec)

@@ -22,32 +22,53 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def num(value: Any, name: str = "value") -> float | None:
-    """A float from a number or numeric string; None for absent/empty/"NA"."""
+    """A finite float from a number or numeric string; None for absent/empty/"NA".
+
+    NaN and infinities (JSON ``NaN``, ``"inf"``, ``1e999``) raise ``ProtocolError``:
+    no vendor sends them as data, so they mark a broken frame.
+    """
     kind = type(value)
     if kind is float:                       # fast paths first: this runs per field per frame
-        return value  # type: ignore[no-any-return]
+        if value - value == 0.0:            # False for NaN and ±inf
+            return value  # type: ignore[no-any-return]
+        raise ProtocolError(f"{name} is not finite: {value!r}")
     if kind is str:
         try:
-            return float(value)
+            f = float(value)
         except ValueError:
             pass
+        else:
+            if f - f == 0.0:
+                return f
+            raise ProtocolError(f"{name} is not finite: {value[:40]!r}")
     elif kind is int:
-        return float(value)
+        return _finite(value, name)
     if value is None:
         return None
     if isinstance(value, bool):
         raise ProtocolError(f"{name} is a boolean")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(value, name)
     if isinstance(value, str):
         v = value.strip()
         if v in _NULLS:
             return None
         try:
-            return float(v)
+            f = float(v)
         except ValueError:
             raise ProtocolError(f"{name} is not a number: {value[:40]!r}") from None
+        return _finite(f, name)
     raise ProtocolError(f"{name} has type {type(value).__name__}")
+
+
+def _finite(value: int | float, name: str) -> float:
+    try:
+        f = float(value)
+    except OverflowError:               # an int beyond float's range
+        raise ProtocolError(f"{name} is too large: {str(value)[:40]}") from None
+    if f - f == 0.0:
+        return f
+    raise ProtocolError(f"{name} is not finite: {value!r:.40}")
 
 
 def integer(value: Any, name: str = "value") -> int | None:

@@ -85,3 +85,22 @@ async def running(root: Path, symbols: list[str], *, venue: str = "alltick", rat
             rec.stop()
             await asyncio.gather(asyncio.wait_for(task, 20), return_exceptions=True)
         await sim.stop()
+
+
+def tiny_store(root: Path, symbols: tuple[str, ...] = ("AAPL.US", "700.HK"), n: int = 40) -> Path:
+    """A small AllTick store written through ``Capture`` (no network): both subscriptions,
+    their acknowledgements and ``n`` trades, published and sealed."""
+    from recorder.capture import Capture
+    from schemas.venues.alltick import AllTickClient, encode_trade
+    client = AllTickClient(list(symbols))
+    cap = Capture(root, "alltick")
+    cap.open_session("ws://127.0.0.1/", list(symbols), client.decoder_options())
+    for out in client.on_open():
+        cap.frame_out(out.stored, out.kind)
+    for cmd in (22003, 22005):
+        cap.frame_in(f'{{"cmd_id":{cmd},"seq_id":1,"ret":200,"msg":"ok","data":{{}}}}')
+    for i in range(n):
+        cap.frame_in(encode_trade(symbols[i % len(symbols)], i // len(symbols) + 1,
+                                  1_700_000_000_000 + i, 10.0 + i, 1.0, 1))
+    cap.close()
+    return root
