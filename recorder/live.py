@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.uri import parse_uri
 
 from recorder.backoff import backoff
 from recorder.capture import Capture, recover
@@ -49,8 +50,7 @@ class Recorder:
         self.root = Path(root)
         self.feed = feed or venue
         self.client = self.spec.client(self.symbols, credentials, options)
-        if self.client.transport == "ws" and urlsplit(url).scheme not in ("ws", "wss"):
-            raise ConfigError(f"{venue} needs a ws:// or wss:// url, not {redact_url(url)!r}")
+        self._check_url(url)
         self.sink = sink
         self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
         self.idle_timeout = idle_timeout or self.client.idle_timeout
@@ -66,6 +66,22 @@ class Recorder:
         # Cleared while the store cannot be written: nothing is read from the venue then.
         self._writable = asyncio.Event()
         self._writable.set()
+
+    def _check_url(self, url: str) -> None:
+        """ConfigError (naming only the redacted URL) for a URL that cannot be dialled."""
+        try:
+            shown = repr(redact_url(url))
+        except ValueError:
+            raise ConfigError("bad url: it cannot be parsed") from None
+        if self.client.transport == "ws" and urlsplit(url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"{self.spec.name} needs a ws:// or wss:// url, not {shown}")
+        try:
+            urlsplit(url).port
+            dial = self.client.dial(url)
+            if self.client.transport == "ws":
+                parse_uri(dial.url)
+        except (ValueError, InvalidURI):
+            raise ConfigError(f"bad url {shown}") from None
 
     def stop(self) -> None:
         self._stop.set()
