@@ -48,14 +48,26 @@ def store_failure(exc: BaseException) -> str:
 class RecvClock:
     """Receive timestamps: wall clock anchored once, advanced by the monotonic clock.
 
-    A wall clock stepping backwards during capture cannot reorder ``ts_recv``:
-    values are strictly increasing within a run.
+    The wall clock is read once, here; after that only ``time.monotonic_ns`` moves
+    the clock, so a wall clock stepping backwards (or forwards) during capture
+    cannot reorder ``ts_recv``: values are strictly increasing within a run.
+    ``floor`` is the last receive time of the feed's previous run: a wall clock
+    that stepped back between two runs starts this run just after it instead
+    (``held_back_ns`` says by how much), so ``ts_recv`` never decreases within a
+    feed, across restarts too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, floor: int = 0) -> None:
         self._wall0 = time.time_ns()
         self._mono0 = time.monotonic_ns()
-        self._last = 0
+        self.held_back_ns = max(0, floor - self._wall0)
+        self._wall0 += self.held_back_ns
+        self._last = floor
+
+    @property
+    def last(self) -> int:
+        """The last time handed out (the floor before any)."""
+        return self._last
 
     def now(self) -> int:
         t = self._wall0 + time.monotonic_ns() - self._mono0
@@ -157,7 +169,7 @@ class Capture:
         self.writer = StoreWriter(self.root, venue, self.run, self.dir)
         carry = read_json(journal_dir(self.root, self.feed) / "carry.json", {}) or {}
         self.norm = Normalizer(venue, self.feed, self.writer, carry.get("state", {}))
-        self.clock = RecvClock()
+        self.clock = RecvClock(int(carry.get("last_ts") or 0))
         self.records = 0
         self.frames_in = 0
         self._frame = 0
@@ -301,7 +313,7 @@ class Capture:
         self.publish(self.take())
         self.journal.close()
         write_json(journal_dir(self.root, self.feed) / "carry.json",
-                   {"run": self.run, "state": self.norm.carry})
+                   {"run": self.run, "state": self.norm.carry, "last_ts": self.clock.last})
         (self.dir / DONE).touch()
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
@@ -372,6 +384,8 @@ def _recover_run(root: Path, feed: str, run_dir: Path, report: RecoveryReport) -
     report.runs.append(run)
     report.records_replayed += total
     report.rows_written += writer.rows_published - before
-    write_json(journal_dir(root, feed) / "carry.json", {"run": run, "state": norm.carry})
+    last_ts = max([int(carry.get("last_ts") or 0)] + [r.ts_recv for r in records[-1:]])
+    write_json(journal_dir(root, feed) / "carry.json",
+               {"run": run, "state": norm.carry, "last_ts": last_ts})
     (run_dir / DONE).touch()
 

@@ -33,6 +33,7 @@ log = logging.getLogger("tickrec.recorder")
 JOURNAL_FLUSH_S = 0.01
 JOURNAL_FLUSH_RECORDS = 2048
 STORE_RETRY_S = 1.0             # while the store cannot be written, try again this often
+GOOD_SESSION_S = 10.0           # a connection that lasted this long resets the back-off
 Sink = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -66,6 +67,11 @@ class Recorder:
         # Cleared while the store cannot be written: nothing is read from the venue then.
         self._writable = asyncio.Event()
         self._writable.set()
+        # Rows waiting for Parquet are capped: past this the reader waits for a publish.
+        self.max_buffered_rows = 2 * flush_rows
+        self._room = asyncio.Event()
+        self._room.set()
+        self._reader_waiting = False
 
     def _check_url(self, url: str) -> None:
         """ConfigError (naming only the redacted URL) for a URL that cannot be dialled."""
@@ -94,6 +100,11 @@ class Recorder:
             self.on_notice(line)
         self.capture = Capture(self.root, self.spec.name, self.feed,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
+        if self.capture.clock.held_back_ns:
+            msg = (f"{self.feed}: the wall clock is {self.capture.clock.held_back_ns / 1e9:.3f}s "
+                   "behind the feed's last receive time; receive times continue from that")
+            log.warning("%s", msg)
+            self.on_notice(msg)
         tasks = [asyncio.create_task(self._journal_flusher()),
                  asyncio.create_task(self._publisher()),
                  asyncio.create_task(self._store_retry())]
@@ -137,7 +148,8 @@ class Recorder:
                     await self._emit([Status(self.spec.name, "connected", time.time_ns(),
                                              dial.redacted_url)])
                     code, reason = await self._session(ws)
-                    delays = backoff(self.reconnect_min)     # a good connection resets it
+                    if time.monotonic() - attempt >= GOOD_SESSION_S:
+                        delays = backoff(self.reconnect_min)  # a good connection resets it
             except InvalidStatus as exc:
                 code, reason = exc.response.status_code, f"handshake refused: HTTP {exc.response.status_code}"
                 if exc.response.status_code in (401, 403):
@@ -186,13 +198,19 @@ class Recorder:
 
         async def reader() -> None:
             nonlocal last_in
-            journal, writable = cap.journal, self._writable
+            journal, writer, writable = cap.journal, cap.writer, self._writable
             try:
                 async for msg in ws:
                     last_in = time.monotonic()
                     events = cap.frame_in(msg)
                     if journal.buffered >= JOURNAL_FLUSH_RECORDS and not cap.flush_journal():
                         await self._blocked()
+                    if writer.buffered >= self.max_buffered_rows:
+                        # Parquet is slower than the venue: wait for the publish in flight
+                        # (the socket fills up meanwhile; nothing read is dropped).
+                        self._room.clear()
+                        await self._reader_pause(self._room)
+                        last_in = time.monotonic()
                     if events:
                         await self._emit(events)
                         for out in client.after(events):
@@ -204,7 +222,7 @@ class Recorder:
                     if not writable.is_set():
                         # Back-pressure: not reading makes the socket buffers fill up, so
                         # the venue slows down or drops us; nothing read is ever dropped.
-                        await writable.wait()
+                        await self._reader_pause(writable)
                         last_in = time.monotonic()
             except ConnectionClosed as exc:
                 # A text frame that is not UTF-8 fails the connection (RFC 6455: 1007);
@@ -218,8 +236,8 @@ class Recorder:
             nonlocal last_in
             while True:
                 await asyncio.sleep(min(1.0, self.idle_timeout / 4))
-                if not self._writable.is_set():     # our own pause is not the venue's silence
-                    last_in = time.monotonic()
+                if self._reader_waiting or not self._writable.is_set():
+                    last_in = time.monotonic()      # our own pause is not the venue's silence
                 elif time.monotonic() - last_in > self.idle_timeout:
                     return
 
@@ -253,6 +271,14 @@ class Recorder:
             return sent.code, f"closed by tickrec: {sent.reason or 'protocol error'}"
         return code, reason or ("connection lost" if code == 1006 else "")
 
+    async def _reader_pause(self, event: asyncio.Event) -> None:
+        """The reader waits for ``event``; the watchdog meanwhile does not count silence."""
+        self._reader_waiting = True
+        try:
+            await event.wait()
+        finally:
+            self._reader_waiting = False
+
     async def _emit(self, events: list[Any]) -> None:
         if self.sink is not None and events:
             await self.sink(events)
@@ -275,6 +301,7 @@ class Recorder:
                 if batch is None:           # the journal flush before it failed
                     await self._blocked()
                     continue
+                self._room.set()
                 # A worker thread cannot be cancelled; run() waits for this future before
                 # close() publishes, so two publishes never race on the checkpoint.
                 self._publishing = asyncio.ensure_future(asyncio.to_thread(cap.publish, batch))
@@ -312,6 +339,7 @@ class Recorder:
                        f"{(cap.clock.now() - since) / 1e9:.1f}s: reading resumed")
                 log.warning("%s", msg)
                 self.on_notice(msg)
+                self._room.set()
                 self._writable.set()
                 await self._emit(events + [Status(self.spec.name, "resumed", time.time_ns(),
                                                   msg)])
