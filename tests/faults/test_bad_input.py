@@ -29,7 +29,7 @@ from tests.venues import test_hedgetech as t_hedgetech
 from tests.venues import test_noren as t_noren
 from tickrec.verify import verify
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(scaled(60, 1800))
 
 ALLTICK_DOC_TRADE = ('{"cmd_id":22998,"data":{"code":"AAPL.US","seq":"7","tick_time":"1700000000123",'
                      '"price":"189.12","volume":"100","turnover":"18912","trade_direction":1}}')

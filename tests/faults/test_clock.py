@@ -12,11 +12,11 @@ import pytest
 
 import replay
 from recorder.capture import RecvClock
-from tests.faults.support import running, wait_for
+from tests.faults.support import running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(scaled(60, 1800))
 NS = 1_000_000_000
 HOUR = 3600 * NS
 
@@ -50,7 +50,7 @@ async def test_the_wall_clock_stepping_back_mid_capture_and_between_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="tickrec")
     real = time.time_ns
-    async with running(tmp_path, ["AAPL.US", "700.HK"], rate=300, steps=600) as run:
+    async with running(tmp_path, ["AAPL.US", "700.HK"], rate=300, steps=450) as run:
         assert await wait_for(lambda: run.rec.capture is not None
                               and run.rec.capture.frames_in > 150, 10)
         stepped_at = run.rec.capture.clock.last

@@ -21,11 +21,11 @@ import storage.writer
 from schemas.events import Status
 from storage.journal import read_journal
 from storage.writer import StoreWriter
-from tests.faults.support import running, wait_for
+from tests.faults.support import running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(scaled(60, 1800))
 SYMBOLS = ["AAPL.US", "700.HK"]
 
 
@@ -87,7 +87,7 @@ async def test_disk_full_pauses_reading_loses_nothing_and_is_a_gap(
         where: str) -> None:
     caplog.set_level(logging.INFO, logger="tickrec")
     disk = Disk(monkeypatch, journal=where == "journal", parquet=where == "parquet")
-    async with running(tmp_path, SYMBOLS, rate=300, steps=1500, flush_seconds=0.3) as run:
+    async with running(tmp_path, SYMBOLS, rate=300, steps=1100, flush_seconds=0.3) as run:
         cap = await _capture(run)
         assert await wait_for(lambda: cap.frames_in > 200, 10)
         disk.full.set()

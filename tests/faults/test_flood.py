@@ -16,10 +16,10 @@ import pytest
 import replay
 from recorder.capture import Capture
 from recorder.live import Recorder
-from tests.faults.support import SOAK, tiny_store, wait_for
+from tests.faults.support import SOAK, scaled, tiny_store, wait_for
 from tests.helpers import read_table
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(scaled(90, 1800))
 MS = 1_000_000
 
 
@@ -36,7 +36,7 @@ async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_droppe
     publish takes an extra 0.2 s. The rows waiting for Parquet never pass the cap (twice
     ``flush_rows``), the journal buffer never passes its flush threshold by much, the
     process does not grow with the flood, and every frame sent is stored, no gap."""
-    n = 200_000 if SOAK else 15_000
+    n = 200_000 if SOAK else 10_000
     flush_rows = 2_000
     real = Capture.publish
 
@@ -101,7 +101,7 @@ async def test_a_slow_live_consumer_slows_the_reading_and_misses_nothing(tmp_pat
                 got.append(ev)
                 peak = max(peak, feed._queue.qsize())
                 await asyncio.sleep(0.005)              # slower than 400 frames/s
-                if len(got) >= 300:
+                if len(got) >= 150:
                     break
     assert peak <= maxsize
     stored = sorted(read_table(tmp_path / "live", "trades") + read_table(tmp_path / "live", "book")

@@ -16,10 +16,10 @@ from recorder.live import Recorder
 from replay.sim.hedgetech import IME_PATH
 from schemas.errors import PermanentFeedError
 from schemas.venues import NAMES, get
-from tests.faults.support import SOAK, running, wait_for
+from tests.faults.support import SOAK, running, scaled, wait_for
 from tests.helpers import read_table
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(scaled(90, 1800))
 NS = 1_000_000_000
 SYMBOLS = {"alltick": ["AAPL.US"], "finazon": ["AAPL"], "hedgetech": ["Gold-Coin-1404"],
            "noren": ["NSE|22"], "futu": ["HK.00700"]}
@@ -99,7 +99,7 @@ class WsStorm:
 async def test_a_reconnect_storm_keeps_each_venues_floor_between_attempts(tmp_path: Path) -> None:
     """Every venue at once, with the vendor's floor (no test override): attempts are never
     closer than the floor, and they spread out (doubling) while the storm lasts."""
-    window = 20.0 if SOAK else 7.5
+    window = 20.0 if SOAK else 4.0
     storms: dict[str, Any] = {}
     recorders: list[Recorder] = []
     ws_storm = WsStorm()

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 import replay
-from tests.faults.support import running, wait_for
+from tests.faults.support import running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.cli import main
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(scaled(60, 1800))
 SYMBOLS = ["../../x", "BTC/USDT", "سکه-طلا-۱۴۰۴", "a'b\"c", "..", "C:\\tmp\\y", "venue=z"]
 LAYOUT = re.compile(
     r"(?:(raw|trades|book|tickers|bars|gaps|sessions)/venue=alltick/date=\d{4}-\d{2}-\d{2}/"
@@ -26,7 +26,7 @@ LAYOUT = re.compile(
 
 async def test_path_like_and_foreign_symbols_are_stored_and_queried_as_data(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    async with running(root, SYMBOLS, rate=400, steps=900) as run:
+    async with running(root, SYMBOLS, rate=400, steps=600) as run:
         await wait_for(run.sim.done.is_set, 20)
     # every file is where the layout puts it; nothing was created outside the root
     files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]

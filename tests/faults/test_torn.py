@@ -19,11 +19,11 @@ from schemas.venues.alltick import AllTickClient, encode_trade
 from storage.journal import list_segments, read_journal
 from storage.layout import partition_dir
 from storage.writer import to_arrow, write_parquet_temp
-from tests.faults.support import SOAK, running, wait_for
+from tests.faults.support import SOAK, running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(scaled(90, 1800))
 SYMBOLS = ["AAPL.US", "700.HK"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -13,11 +12,11 @@ from websockets.asyncio.server import ServerConnection, serve
 from recorder.live import Recorder
 from schemas.venues.alltick import encode_trade
 from schemas.venues.base import MAX_FRAME_BYTES
-from tests.faults.support import wait_for
+from tests.faults.support import scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(scaled(40, 1800))
 BAD_UTF8 = b'{"cmd_id":22998,"data":{"code":"AAPL.US\xff\xfe","seq":"2"}}'
 
 
@@ -61,4 +60,3 @@ async def test_a_text_frame_that_is_not_utf8_is_kept_and_rejected_and_oversize_i
     assert not any(len(r["payload"]) > MAX_FRAME_BYTES for r in raw)   # refused, not stored
     assert len(read_table(tmp_path, "trades")) == 3                 # one good trade each time
     assert verify(tmp_path).ok
-    _ = Any
