@@ -287,7 +287,7 @@ class Capture:
                         self.writer.restore(batch)
                     raise
                 self._unpublished = False
-        except (StoreError, OSError):
+        except Exception:  # noqa: BLE001 - still failing: stay blocked, try again later
             return False
         return True
 

@@ -23,7 +23,7 @@ from websockets.uri import parse_uri
 from recorder.backoff import backoff
 from recorder.capture import Capture, recover
 from recorder.tcp import tcp_connect
-from schemas.errors import ConfigError, PermanentFeedError, StoreError
+from schemas.errors import ConfigError, PermanentFeedError
 from schemas.events import Status
 from schemas.venues import get
 from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
@@ -307,8 +307,8 @@ class Recorder:
                 self._publishing = asyncio.ensure_future(asyncio.to_thread(cap.publish, batch))
                 try:
                     await asyncio.shield(self._publishing)
-                except (StoreError, OSError) as exc:
-                    cap.publish_failed(batch, exc)
+                except Exception as exc:  # noqa: BLE001 - ENOSPC above all; any failure
+                    cap.publish_failed(batch, exc)      # keeps the rows and pauses reading
                     await self._blocked()
 
     async def _blocked(self) -> None:
