@@ -18,6 +18,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest tests
 
+# The fault suite at length: many more kill -9s, fuzz examples and torn offsets.
+# TICKREC_SOAK_SEED=N picks another kill schedule.
+soak: $(STAMP)
+	SOAK=1 $(BIN)/pytest -o timeout=1800 tests/faults
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 

@@ -13,6 +13,7 @@ capture and crash recovery push records through the same ``Normalizer``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from schemas.errors import StoreError
 from schemas.events import RawRecord, Status
 from schemas.venues import make_decoder
 from storage.atomic import read_json, write_json
@@ -29,22 +31,47 @@ from storage.layout import host_name, journal_dir, new_session_id
 from storage.writer import StoreWriter, recover_publish
 
 DONE = "done"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_failure(exc: BaseException) -> str:
+    """One line for a failed store write: "disk full" for ENOSPC/EDQUOT."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.errno in _FULL:
+        return f"disk full ({cause.strerror or 'no space left'})"
+    if isinstance(cause, OSError):
+        return f"store write failed ({cause.strerror or cause})"
+    return f"store write failed ({exc})"
 
 
 class RecvClock:
     """Receive timestamps: wall clock anchored once, advanced by the monotonic clock.
 
-    A wall clock stepping backwards during capture cannot reorder ``ts_recv``:
-    values are strictly increasing within a run. ``start_ns`` anchors it at
-    another wall time than now (tests: a clock that starts just before
-    midnight and then advances in real time); one instance may be shared by
-    several runs, which keeps their times increasing across all of them.
+    The wall clock is read once, here; after that only ``time.monotonic_ns`` moves
+    the clock, so a wall clock stepping backwards (or forwards) during capture
+    cannot reorder ``ts_recv``: values are strictly increasing within a run.
+    ``floor`` is the last receive time of the feed's previous run: a wall clock
+    that stepped back between two runs starts this run just after it instead
+    (``held_back_ns`` says by how much), so ``ts_recv`` never decreases within a
+    feed, across restarts too. ``start_ns`` anchors the clock at another wall time
+    than now (tests: a clock that starts just before midnight and then advances in
+    real time); one instance may be shared by several runs (the daemon), which
+    keeps their times increasing across all of them.
     """
 
-    def __init__(self, start_ns: int | None = None) -> None:
+    def __init__(self, start_ns: int | None = None, floor: int = 0) -> None:
         self._wall0 = time.time_ns() if start_ns is None else start_ns
         self._mono0 = time.monotonic_ns()
-        self._last = 0
+        self.held_back_ns = max(0, floor - self._wall0)
+        self._wall0 += self.held_back_ns
+        self._last = floor
+
+    @property
+    def last(self) -> int:
+        """The last time handed out (the floor before any)."""
+        return self._last
 
     def now(self) -> int:
         t = self._wall0 + time.monotonic_ns() - self._mono0
@@ -119,12 +146,21 @@ class Normalizer:
 
 
 class Capture:
-    """One recorder run. Not thread-safe: drive it from one event loop."""
+    """One recorder run. Not thread-safe: drive it from one event loop (``publish``
+    alone may run in a worker thread, on a batch already taken).
+
+    When the store cannot be written (disk full: a journal flush or a Parquet
+    publish fails), the capture is *blocked*: ``blocked`` says why, nothing
+    buffered is dropped (the journal keeps its buffer, a failed batch goes back in
+    front of the rows), and the driver should stop reading until a retry
+    (``retry()``) succeeds. The pause is then journaled as an ``error`` record
+    whose note is ``{"pause": {"since": ts, "reason": ...}}``, from which the
+    decoder derives one ``stale`` gap per stream (see ``Decoder.on_pause``).
+    """
 
     def __init__(self, root: Path | str | StoreRoot, venue: str, feed: str | None = None, *,
                  flush_rows: int = 250_000, flush_seconds: float = 30.0,
                  clock: RecvClock | None = None) -> None:
-        self.clock = clock or RecvClock()
         self.store = as_store(root)
         self.root = self.store.journal      # the journal is always local (storage.fs)
         self.venue = venue
@@ -139,6 +175,9 @@ class Capture:
         self.writer = StoreWriter(self.store, venue, self.run, self.dir)
         carry = read_json(journal_dir(self.root, self.feed) / "carry.json", {}) or {}
         self.norm = Normalizer(venue, self.feed, self.writer, carry.get("state", {}))
+        # A clock given by the caller (the daemon shares one across runs) is kept
+        # as it is; otherwise this run starts after the feed's last receive time.
+        self.clock = clock or RecvClock(floor=int(carry.get("last_ts") or 0))
         self.records = 0
         self.last_in_ns: int | None = None     # ts_recv of the last frame in (health)
         self.frames_in = 0
@@ -146,6 +185,11 @@ class Capture:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._last_publish = time.monotonic()
+        self.blocked: str | None = None         # why the store cannot be written, if so
+        self.blocked_since: int | None = None
+        self.pauses = 0
+        self._unpublished = False               # a failed batch is back in the buffer
+        self._pause_note: str | None = None     # a pause that ended between sessions
 
     # -- records ----------------------------------------------------------------------
     def _record(self, direction: str, kind: str, payload: bytes, note: str | None = None) -> list[Any]:
@@ -169,18 +213,26 @@ class Capture:
         if decoder:
             note["decoder"] = decoder
         self._record("event", "open", redacted_url.encode(), json.dumps(note))
+        if self._pause_note is not None:
+            self._record("event", "error", b"", self._pause_note)
+            self._pause_note = None
         return session
 
-    def frame_in(self, payload: bytes | str) -> list[Any]:
+    def frame_in(self, payload: bytes | str, text: bool | None = None) -> list[Any]:
+        """One frame received: ``str`` is a text frame, ``bytes`` binary unless
+        ``text`` says it was a text frame (one that is not valid UTF-8). Never raises
+        for the payload: a ``str`` holding a lone surrogate is kept as its bytes (and
+        rejected by the decoder)."""
         if isinstance(payload, str):
-            return self._record("in", "text", payload.encode())
-        return self._record("in", "binary", payload)
+            return self._record("in", "text", payload.encode("utf-8", "surrogatepass"))
+        return self._record("in", "text" if text else "binary", payload)
 
     def frame_out(self, stored: bytes, kind: str = "text") -> list[Any]:
         return self._record("out", kind, stored)
 
     def error(self, message: str) -> None:
-        self._record("event", "error", b"", message[:500])
+        self._record("event", "error", b"",
+                     message.encode("utf-8", "replace").decode()[:500])
 
     def close_session(self, code: int | None, reason: str) -> list[Any]:
         if self.norm.session is None:
@@ -188,30 +240,91 @@ class Capture:
         return self._record("event", "close", b"", json.dumps({"code": code, "reason": reason}))
 
     # -- flushing -----------------------------------------------------------------------
-    def flush_journal(self) -> None:
-        self.journal.flush()
+    def flush_journal(self) -> bool:
+        """Hand the buffered records to the OS; False (and blocked) if the write failed."""
+        try:
+            self.journal.flush()
+        except StoreError as exc:
+            self.block(exc)
+            return False
+        return True
+
+    def block(self, exc: BaseException) -> bool:
+        """Note that the store failed; True the first time (until ``retry`` succeeds)."""
+        if self.blocked is not None:
+            return False
+        self.blocked = store_failure(exc)
+        self.blocked_since = self.clock.now()
+        return True
 
     def publish_due(self) -> bool:
-        return (self.writer.buffered >= self.flush_rows
+        return (self.writer.buffered >= self.flush_rows or self._unpublished
                 or time.monotonic() - self._last_publish >= self.flush_seconds)
 
     def take(self) -> Any:
-        """Swap out the buffered rows for ``publish`` (journal flushed first)."""
-        self.journal.flush()
+        """Swap out the buffered rows for ``publish`` (journal flushed first); None
+        when the journal cannot be written (the capture is blocked)."""
+        if not self.flush_journal():
+            return None
         self._last_publish = time.monotonic()
         return self.writer.take()
 
     def publish(self, batch: Any) -> list[Path]:
         return self.writer.publish(batch)
 
+    def publish_failed(self, batch: Any, exc: BaseException) -> bool:
+        """A ``publish`` raised: keep the batch's rows (unless its intent was recorded,
+        then the next publish finishes it) and block. True if newly blocked."""
+        if not batch.intent:
+            self.writer.restore(batch)
+        self._unpublished = True
+        return self.block(exc)
+
+    def retry(self) -> bool:
+        """While blocked: flush the journal and, if a publish failed, publish again.
+        Run on the loop (the publish is synchronous here). True when both worked:
+        the capture is unblocked and the pause journaled (see ``resumed``)."""
+        if self.blocked is None:
+            return True
+        try:
+            self.journal.flush()
+            if self._unpublished:
+                self._last_publish = time.monotonic()
+                batch = self.writer.take()
+                try:
+                    self.writer.publish(batch)
+                except BaseException:
+                    if not batch.intent:
+                        self.writer.restore(batch)
+                    raise
+                self._unpublished = False
+        except Exception:  # noqa: BLE001 - still failing: stay blocked, try again later
+            return False
+        return True
+
+    def resumed(self) -> list[Any]:
+        """After a successful ``retry``: journal the pause; its gaps as events."""
+        since, reason = self.blocked_since, self.blocked
+        self.blocked = self.blocked_since = None
+        self.pauses += 1
+        note = json.dumps({"pause": {"since": since, "reason": reason}})
+        if self.norm.session is None:
+            self._pause_note = note     # journaled right after the next open record
+            return []
+        return self._record("event", "error", b"", note)
+
     def close(self) -> None:
-        """Publish everything, keep the carry for the next run, mark the run done."""
+        """Publish everything, keep the carry for the next run, mark the run done.
+
+        Raises ``StoreError``/``OSError`` if the store still cannot be written: the
+        run then stays unsealed and the next start recovers what reached the journal.
+        """
         self.close_session(None, "recorder stopped")
         self.journal.sync()
         self.publish(self.take())
         self.journal.close()
         write_json(journal_dir(self.root, self.feed) / "carry.json",
-                   {"run": self.run, "state": self.norm.carry})
+                   {"run": self.run, "state": self.norm.carry, "last_ts": self.clock.last})
         (self.dir / DONE).touch()
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
@@ -288,6 +401,8 @@ def _recover_run(store: StoreRoot, feed: str, run_dir: Path, report: RecoveryRep
     report.runs.append(run)
     report.records_replayed += total
     report.rows_written += writer.rows_published - before
-    write_json(journal_dir(root, feed) / "carry.json", {"run": run, "state": norm.carry})
+    last_ts = max([int(carry.get("last_ts") or 0)] + [r.ts_recv for r in records[-1:]])
+    write_json(journal_dir(root, feed) / "carry.json",
+               {"run": run, "state": norm.carry, "last_ts": last_ts})
     (run_dir / DONE).touch()
 

@@ -13,23 +13,28 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.uri import parse_uri
 
 from recorder.backoff import backoff
 from recorder.capture import Capture, RecvClock, recover
 from recorder.tcp import tcp_connect
-from schemas.errors import PermanentFeedError
+from schemas.errors import ConfigError, PermanentFeedError
 from schemas.events import Status
 from schemas.venues import get
 from schemas.venues.base import MAX_FRAME_BYTES, Outgoing
+from schemas.venues.urls import redact_url
 from storage.fs import StoreRoot, as_store, is_s3
 
 log = logging.getLogger("tickrec.recorder")
 JOURNAL_FLUSH_S = 0.01
 JOURNAL_FLUSH_RECORDS = 2048
+STORE_RETRY_S = 1.0             # while the store cannot be written, try again this often
+GOOD_SESSION_S = 10.0           # a connection that lasted this long resets the back-off
 Sink = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -50,6 +55,7 @@ class Recorder:
                                        else Path(root))
         self.feed = feed or venue
         self.client = self.spec.client(self.symbols, credentials, options)
+        self._check_url(url)
         self.sink = sink
         self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
         self.idle_timeout = idle_timeout or self.client.idle_timeout
@@ -63,6 +69,30 @@ class Recorder:
         self.recovery_lines: list[str] = []
         self.on_notice: Callable[[str], None] = lambda _: None
         self.clock = clock          # None: each run anchors its own RecvClock at its start
+        # Cleared while the store cannot be written: nothing is read from the venue then.
+        self._writable = asyncio.Event()
+        self._writable.set()
+        # Rows waiting for Parquet are capped: past this the reader waits for a publish.
+        self.max_buffered_rows = 2 * flush_rows
+        self._room = asyncio.Event()
+        self._room.set()
+        self._reader_waiting = False
+
+    def _check_url(self, url: str) -> None:
+        """ConfigError (naming only the redacted URL) for a URL that cannot be dialled."""
+        try:
+            shown = repr(redact_url(url))
+        except ValueError:
+            raise ConfigError("bad url: it cannot be parsed") from None
+        if self.client.transport == "ws" and urlsplit(url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"{self.spec.name} needs a ws:// or wss:// url, not {shown}")
+        try:
+            urlsplit(url).port
+            dial = self.client.dial(url)
+            if self.client.transport == "ws":
+                parse_uri(dial.url)
+        except (ValueError, InvalidURI):
+            raise ConfigError(f"bad url {shown}") from None
 
     def stop(self) -> None:
         self._stop.set()
@@ -76,8 +106,14 @@ class Recorder:
         self.capture = Capture(self.root, self.spec.name, self.feed,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
                                clock=self.clock)
+        if self.capture.clock.held_back_ns:
+            msg = (f"{self.feed}: the wall clock is {self.capture.clock.held_back_ns / 1e9:.3f}s "
+                   "behind the feed's last receive time; receive times continue from that")
+            log.warning("%s", msg)
+            self.on_notice(msg)
         tasks = [asyncio.create_task(self._journal_flusher()),
-                 asyncio.create_task(self._publisher())]
+                 asyncio.create_task(self._publisher()),
+                 asyncio.create_task(self._store_retry())]
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, self._stop.set)
         try:
@@ -96,6 +132,9 @@ class Recorder:
         assert self.capture is not None
         delays = backoff(self.reconnect_min)
         while not self._stop.is_set():
+            if not self._writable.is_set():     # no new connection while the store is full
+                await self._wait_writable()
+                continue
             attempt = time.monotonic()
             dial = self.client.dial(self.url)
             code: int | None = None
@@ -115,7 +154,8 @@ class Recorder:
                     await self._emit([Status(self.spec.name, "connected", time.time_ns(),
                                              dial.redacted_url)])
                     code, reason = await self._session(ws)
-                    delays = backoff(self.reconnect_min)     # a good connection resets it
+                    if time.monotonic() - attempt >= GOOD_SESSION_S:
+                        delays = backoff(self.reconnect_min)  # a good connection resets it
             except InvalidStatus as exc:
                 code, reason = exc.response.status_code, f"handshake refused: HTTP {exc.response.status_code}"
                 if exc.response.status_code in (401, 403):
@@ -164,25 +204,47 @@ class Recorder:
 
         async def reader() -> None:
             nonlocal last_in
-            journal = cap.journal
-            async for msg in ws:
-                last_in = time.monotonic()
-                events = cap.frame_in(msg)
-                if journal.buffered >= JOURNAL_FLUSH_RECORDS:
-                    journal.flush()
-                if events:
-                    await self._emit(events)
-                    for out in client.after(events):
-                        outbox.put_nowait(out)
-                    why = client.permanent(None, events)
-                    if why:
-                        fatal_close.append(why)
-                        return
+            journal, writer, writable = cap.journal, cap.writer, self._writable
+            try:
+                async for msg in ws:
+                    last_in = time.monotonic()
+                    events = cap.frame_in(msg)
+                    if journal.buffered >= JOURNAL_FLUSH_RECORDS and not cap.flush_journal():
+                        await self._blocked()
+                    if writer.buffered >= self.max_buffered_rows:
+                        # Parquet is slower than the venue: wait for the publish in flight
+                        # (the socket fills up meanwhile; nothing read is dropped).
+                        self._room.clear()
+                        await self._reader_pause(self._room)
+                        last_in = time.monotonic()
+                    if events:
+                        await self._emit(events)
+                        for out in client.after(events):
+                            outbox.put_nowait(out)
+                        why = client.permanent(None, events)
+                        if why:
+                            fatal_close.append(why)
+                            return
+                    if not writable.is_set():
+                        # Back-pressure: not reading makes the socket buffers fill up, so
+                        # the venue slows down or drops us; nothing read is ever dropped.
+                        await self._reader_pause(writable)
+                        last_in = time.monotonic()
+            except ConnectionClosed as exc:
+                # A text frame that is not UTF-8 fails the connection (RFC 6455: 1007);
+                # keep the frame itself: it is journaled and becomes a rejected gap.
+                bad = exc.__cause__
+                if isinstance(bad, UnicodeDecodeError) and isinstance(bad.object, bytes):
+                    await self._emit(cap.frame_in(bad.object, text=True))
+                raise
 
         async def watchdog() -> None:
+            nonlocal last_in
             while True:
                 await asyncio.sleep(min(1.0, self.idle_timeout / 4))
-                if time.monotonic() - last_in > self.idle_timeout:
+                if self._reader_waiting or not self._writable.is_set():
+                    last_in = time.monotonic()      # our own pause is not the venue's silence
+                elif time.monotonic() - last_in > self.idle_timeout:
                     return
 
         tasks = {asyncio.create_task(c) for c in (sender(), heartbeats(), reader(), watchdog())}
@@ -207,29 +269,93 @@ class Recorder:
             reason = f"watchdog: no frame for {self.idle_timeout:g}s"
             ws.transport.abort()
             return None, reason
-        code = ws.close_code
-        return code, ws.close_reason or ("connection lost" if code == 1006 else "")
+        code, reason = ws.close_code, ws.close_reason
+        sent = getattr(getattr(ws, "protocol", None), "close_sent", None)
+        if code == 1006 and sent is not None and sent.code != 1000:
+            # the websockets library failed the connection itself (RFC 6455): 1007 a text
+            # frame not UTF-8, 1009 a frame over the size limit, 1011 no pong
+            return sent.code, f"closed by tickrec: {sent.reason or 'protocol error'}"
+        return code, reason or ("connection lost" if code == 1006 else "")
+
+    async def _reader_pause(self, event: asyncio.Event) -> None:
+        """The reader waits for ``event``; the watchdog meanwhile does not count silence."""
+        self._reader_waiting = True
+        try:
+            await event.wait()
+        finally:
+            self._reader_waiting = False
 
     async def _emit(self, events: list[Any]) -> None:
         if self.sink is not None and events:
             await self.sink(events)
 
     async def _journal_flusher(self) -> None:
-        assert self.capture is not None
+        cap = self.capture
+        assert cap is not None
         while True:
             await asyncio.sleep(JOURNAL_FLUSH_S)
-            self.capture.flush_journal()
+            if cap.blocked is None and not cap.flush_journal():
+                await self._blocked()
 
     async def _publisher(self) -> None:
-        assert self.capture is not None
+        cap = self.capture
+        assert cap is not None
         while True:
             await asyncio.sleep(0.1)
-            if self.capture.publish_due():
+            if cap.blocked is None and cap.publish_due():
+                batch = cap.take()
+                if batch is None:           # the journal flush before it failed
+                    await self._blocked()
+                    continue
+                self._room.set()
                 # A worker thread cannot be cancelled; run() waits for this future before
                 # close() publishes, so two publishes never race on the checkpoint.
-                self._publishing = asyncio.ensure_future(
-                    asyncio.to_thread(self.capture.publish, self.capture.take()))
-                await asyncio.shield(self._publishing)
+                self._publishing = asyncio.ensure_future(asyncio.to_thread(cap.publish, batch))
+                try:
+                    await asyncio.shield(self._publishing)
+                except Exception as exc:  # noqa: BLE001 - ENOSPC above all; any failure
+                    cap.publish_failed(batch, exc)      # keeps the rows and pauses reading
+                    await self._blocked()
+
+    async def _blocked(self) -> None:
+        """The store cannot be written: stop reading, say so once."""
+        cap = self.capture
+        assert cap is not None and cap.blocked is not None
+        if not self._writable.is_set():
+            return
+        self._writable.clear()
+        msg = (f"{self.feed}: {cap.blocked}: stopped reading from the venue (nothing read is "
+               f"dropped); retrying every {STORE_RETRY_S:g}s")
+        log.error("%s", msg)
+        self.on_notice(msg)
+        await self._emit([Status(self.spec.name, "error", time.time_ns(), msg)])
+
+    async def _store_retry(self) -> None:
+        cap = self.capture
+        assert cap is not None
+        while True:
+            await asyncio.sleep(STORE_RETRY_S)
+            if cap.blocked is None or (self._publishing is not None
+                                       and not self._publishing.done()):
+                continue
+            since = cap.blocked_since or 0
+            if cap.retry():
+                events = cap.resumed()
+                msg = (f"{self.feed}: the store is writable again after "
+                       f"{(cap.clock.now() - since) / 1e9:.1f}s: reading resumed")
+                log.warning("%s", msg)
+                self.on_notice(msg)
+                self._room.set()
+                self._writable.set()
+                await self._emit(events + [Status(self.spec.name, "resumed", time.time_ns(),
+                                                  msg)])
+
+    async def _wait_writable(self) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        writable = asyncio.ensure_future(self._writable.wait())
+        await asyncio.wait({stop, writable}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (stop, writable):
+            t.cancel()
 
 
 class LiveFeed:

@@ -53,10 +53,12 @@ class Lateness:
         self.count = 0
         self.total_ns = 0
         self.max_ns = 0
+        self.last_ns = 0            # the latest release's lateness
         self._ring = array("q")
 
     def add(self, late_ns: int) -> None:
         late_ns = max(0, late_ns)
+        self.last_ns = late_ns
         if self.count < self.window:
             self._ring.append(late_ns)
         else:

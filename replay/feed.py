@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from replay.clock import VirtualClock, WallClock, make_clock
+from replay.clock import Lateness, VirtualClock, WallClock, make_clock
 from replay.order import Piece
 from replay.params import parse_speed
 from replay.rows import RawRow
@@ -82,6 +83,24 @@ class ReplayFeed:
     def now(self) -> int:
         """The replay clock's time (ns): see ``replay.clock``."""
         return self.clock.now()
+
+    @property
+    def behind_ns(self) -> int:
+        """How far a paced replay is behind its schedule, in wall-clock ns: how long the
+        next event has been due without being taken (a slow consumer), else how late
+        the last one was handed out. 0 on schedule, and always for unpaced feeds."""
+        clock = self.clock
+        if not isinstance(clock, WallClock) or not clock.anchored:
+            return 0
+        if self._i < len(self._buf):
+            return max(0, time.monotonic_ns() - clock.deadline(self._buf[self._i].ts_recv))
+        return clock.lateness.last_ns
+
+    @property
+    def lateness(self) -> Lateness | None:
+        """Statistics of how late each event was handed out (paced feeds; else None):
+        ``max_ns`` is the most the replay was ever behind."""
+        return self.clock.lateness if isinstance(self.clock, WallClock) else None
 
     async def __anext__(self) -> Any:
         if self._i >= len(self._buf):

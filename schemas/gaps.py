@@ -120,6 +120,10 @@ class SequenceTracker:
                 st.down_since = None
         return out
 
+    def streams(self) -> list[tuple[str, str]]:
+        """(stream, symbol) of every stream seen so far, this session or before."""
+        return [(name, st.symbol) for name, st in self._streams.items()]
+
     def state(self) -> dict[str, Any]:
         return {k: [s.symbol, s.last_seq, s.last_ts, s.down_since, s.down_reason, s.anchor, s.held]
                 for k, s in self._streams.items()}

@@ -45,14 +45,27 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_parquet_temp(table: pa.Table, final: Path) -> Path:
-    """Write ``table`` beside ``final`` under its temp name, fsynced; return the temp path."""
+    """Write ``table`` beside ``final`` under its temp name, fsynced; return the temp path.
+
+    On failure (ENOSPC, ...) the partial temp is removed and the error raised."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
-    with open(tmp, "wb") as fh:
-        pq.write_table(table, fh, **PARQUET_OPTIONS, **encoding_options(table.schema))
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, **PARQUET_OPTIONS, **encoding_options(table.schema))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     return tmp
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_parquet(table: pa.Table, final: Path) -> Path:
@@ -66,11 +79,15 @@ def write_json(path: Path, obj: Any) -> None:
     """Replace ``path`` atomically; safe against concurrent writers (unique temp names)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, separators=(",", ":"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -7,7 +7,11 @@ S3 filesystem (hive partitioning) registered with DuckDB, which scans it with
 filter and projection pushdown; no DuckDB extension is needed.
 
 Queries are read-only: only SELECT / EXPLAIN statements are accepted, so a
-``COPY … TO`` or ``DELETE`` against the store fails with a clear error.
+``COPY … TO`` or ``DELETE`` against the store fails with a clear error. And the
+connection itself can reach no file outside the store root: once the views are
+defined, DuckDB's external access is switched off (only the root stays
+readable) and the configuration locked, so a SELECT cannot ``read_csv`` another
+file, ``ATTACH`` a database or load an extension either.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def connect(root: Path | str | StoreRoot) -> duckdb.DuckDBPyConnection:
         raise ConfigError(f"store root {str(root)!r} does not exist")
     if not root.is_dir():
         raise ConfigError(f"store root {str(root)!r} is not a directory")
+    root = root.resolve()       # the views and the one allowed directory name the same path
     con = duckdb.connect()
     for table, schema in TABLES.items():
         if any(root.glob(f"{table}/venue=*/date=*/*.parquet")):
@@ -68,6 +73,10 @@ def connect(root: Path | str | StoreRoot) -> duckdb.DuckDBPyConnection:
             con.register(f"_empty_{table}", empty)
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
     con.execute(BARS_FINAL)
+    allowed = str(root).replace("'", "''").rstrip("/") + "/"
+    con.execute(f"SET allowed_directories = ['{allowed}']")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 

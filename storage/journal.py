@@ -92,8 +92,10 @@ class JournalWriter:
     (or use it as a context manager). ``append`` raises ValueError for a record
     the format cannot hold (unknown direction/kind, ints beyond int64) and
     StoreError once closed; ``flush``/``sync``/``close`` raise StoreError on I/O
-    failure. After a failed write the buffer is kept, so ``flush`` may be retried
-    (readers skip the partial block the failed write left, as mid-file damage);
+    failure. After a failed write the buffer is kept and the partial block is cut
+    off the file again, so ``flush`` may be retried (e.g. after ENOSPC) and the
+    segment stays whole (if even the cut fails, readers skip the partial block as
+    mid-file damage); the ``StoreError``'s ``__cause__`` is the ``OSError``;
     a failure while rolling segments leaves the writer closed. The header must be
     JSON-serialisable (else TypeError) and must not use the reserved key
     ``"segment"`` (else ValueError). Not thread-safe: one thread owns a writer.
@@ -205,12 +207,18 @@ class JournalWriter:
         return self._file
 
     def _write(self, data: bytes) -> None:
-        view, f = memoryview(data), self._live()
+        view, fd = memoryview(data), self._live().fileno()
         try:
             while view:
-                view = view[f.write(view) or 0:]
+                view = view[os.write(fd, view):]
         except OSError as exc:
-            raise StoreError(f"cannot write {self.segment}: {exc}") from exc
+            # Take back what part of the block did reach the file (ENOSPC mid-block), so
+            # a retried flush leaves no damaged range behind; a failed cut is only damage.
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                pass
+            raise StoreError(f"cannot write {self.segment}: {exc.strerror or exc}") from exc
         self._size += len(data)
 
     def _close_file(self) -> None:

@@ -55,6 +55,7 @@ _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
 class Batch:
     rows: dict[tuple[str, str], list[tuple[Any, ...]]] = field(default_factory=dict)
     records: int = 0
+    intent: bool = False        # its publish got as far as recording the intent
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -84,6 +85,7 @@ class StoreWriter:
         self._batch = Batch()
         self.files_published = 0
         self.rows_published = 0
+        self._unsettled: tuple[int, list[tuple[Path, Path]], int] | None = None
 
     # -- buffering (hot path) --------------------------------------------------------
     def _rows(self, table: str, ts: int) -> list[tuple[Any, ...]]:
@@ -117,7 +119,17 @@ class StoreWriter:
 
     # -- publishing ------------------------------------------------------------------
     def publish(self, batch: Batch) -> list[Path]:
-        """Write ``batch`` as Parquet files and move the checkpoint past its records."""
+        """Write ``batch`` as Parquet files and move the checkpoint past its records.
+
+        On an I/O error (``OSError``, e.g. ENOSPC) before the intent is recorded,
+        nothing of the batch is published: its temps are removed, ``batch.intent``
+        stays False and the error is raised; give the batch back with ``restore``
+        (on the thread that adds rows) and publish again later. After the intent,
+        the batch is as good as published (recovery would roll it forward): an
+        error there is raised too, with ``batch.intent`` True, and the next
+        ``publish`` (or ``settle``) finishes the renames and the checkpoint first.
+        """
+        self.settle()
         if not batch.rows:
             if batch.records > self.published_records:
                 self._checkpoint(batch.records, None)
@@ -125,20 +137,46 @@ class StoreWriter:
         if self.store.s3:
             return self._publish_objects(batch)
         pairs: list[tuple[Path, Path]] = []
-        for (table, date), rows in sorted(batch.rows.items()):
-            final = partition_dir(self.root, table, self.venue, date) / \
-                f"{self.run}-{self._next_file:06d}.parquet"
-            self._next_file += 1
-            pairs.append((write_parquet_temp(to_arrow(table, rows), final), final))
-        self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
+        try:
+            for (table, date), rows in sorted(batch.rows.items()):
+                final = partition_dir(self.root, table, self.venue, date) / \
+                    f"{self.run}-{self._next_file:06d}.parquet"
+                self._next_file += 1
+                pairs.append((write_parquet_temp(to_arrow(table, rows), final), final))
+            self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
+        except BaseException:
+            for tmp, _ in pairs:
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+            raise
+        batch.intent = True
+        self._unsettled = (batch.records, pairs, len(batch))
+        self.settle()
+        return [f for _, f in pairs]
+
+    def settle(self) -> None:
+        """Finish a publish whose intent is recorded: renames, fsyncs, checkpoint."""
+        if self._unsettled is None:
+            return
+        records, pairs, rows = self._unsettled
         for tmp, final in pairs:
-            os.replace(tmp, final)
+            if os.path.exists(tmp):
+                os.replace(tmp, final)
         for d in {f.parent for _, f in pairs}:
             fsync_dir(d)
-        self._checkpoint(batch.records, None)
+        self._checkpoint(records, None)
+        self._unsettled = None
         self.files_published += len(pairs)
-        self.rows_published += len(batch)
-        return [f for _, f in pairs]
+        self.rows_published += rows
+
+    def restore(self, batch: Batch) -> None:
+        """Put the rows of a batch whose publish failed back in front of the buffer."""
+        for key, rows in batch.rows.items():
+            rows.extend(self._batch.rows.get(key, ()))
+            self._batch.rows[key] = rows
+        self._batch.records = max(self._batch.records, batch.records)
 
     def _publish_objects(self, batch: Batch) -> list[Path]:
         """S3: intent first, then one object write per file (see the module doc)."""

@@ -83,6 +83,8 @@ def resolve_root(root: str | Path | None, must_exist: bool = False, *, s3: str |
         raise ConfigError("--journal is only for s3:// roots (a local root keeps its journal "
                           "in ROOT/journal)")
     r = Path(text) if text else default_root()
+    if r.exists() and not r.is_dir():
+        raise ConfigError(f"store root {str(r)!r} is not a directory (set --root or TICKREC_ROOT)")
     if must_exist and not r.is_dir():
         raise ConfigError(f"store root {str(r)!r} does not exist (set --root or TICKREC_ROOT)")
     return r
@@ -125,7 +127,8 @@ def _run_until_signal(coro_factory: Any, stop: Any) -> Any:
 @main.command()
 @click.argument("venue", type=VENUE, metavar="VENUE")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=0, type=int, help="Port (default: any free port).")
+@click.option("--port", default=0, type=click.IntRange(0, 65535),
+              help="Port (default: any free port).")
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: the venue's demo set).")
 @click.option("--rate", default=None, type=float,
               help="Market steps per second (default: the venue's; AllTick 100, Finazon 1 = real time).")
@@ -170,10 +173,11 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float | Non
 @click.option("--url", required=True, help="Feed URL (credentials come from the environment).")
 @click.option("--symbols", required=True, help="Comma-separated symbols.")
 @root_option()
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this many seconds.")
 @click.option("--feed", default=None, help="Feed name for the journal (default: the venue).")
-@click.option("--flush-seconds", type=float, default=30.0, show_default=True,
-              help="Publish Parquet at least this often.")
+@click.option("--flush-seconds", type=click.FloatRange(0, min_open=True), default=30.0,
+              show_default=True, help="Publish Parquet at least this often.")
 @click.option("--journal", default=None,
               help="Local journal directory for an s3:// root (default: $TICKREC_JOURNAL, "
                    "else ~/.cache/tickrec/journal/<bucket>/<prefix>).")

@@ -49,9 +49,11 @@ def _levels(side: Any, name: str) -> tuple[list[float], list[float]]:
         return [], []
     if not isinstance(side, list):
         raise ProtocolError(f"{name} is not a list")
-    try:        # fast path: well-formed levels
-        return ([float(lvl["price"]) for lvl in side],
-                [float(lvl["volume"]) for lvl in side])
+    try:        # fast path: well-formed levels (finite: NaN and inf take the slow path)
+        px, sz = [float(lvl["price"]) for lvl in side], [float(lvl["volume"]) for lvl in side]
+        total = sum(px) + sum(sz)
+        if total - total == 0.0:
+            return px, sz
     except (TypeError, ValueError, KeyError):
         pass
     px, sz = [], []

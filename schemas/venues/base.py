@@ -23,15 +23,114 @@ ServerSession
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 from schemas.errors import ProtocolError
-from schemas.events import Event, Gap, RawRecord, Status
+from schemas.events import EVENT_CLASSES, Event, Gap, RawRecord, Status
 from schemas.gaps import GapSpec, SequenceTracker
 
 MAX_FRAME_BYTES = 1 << 20
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _fields_of(cls: type, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    hints = {n: str(t) for n, t in getattr(cls, "__annotations__", {}).items()}
+    for base in cls.__mro__[1:]:
+        for n, t in getattr(base, "__annotations__", {}).items():
+            hints.setdefault(n, str(t))
+    ours = ("TABLE", "venue", "session", "ts_recv", "frame", "pos", "depth", "kind")
+    return tuple(n for n, t in hints.items() if n not in ours and t.split(" | ")[0] in kinds)
+
+
+# Per event table: the fields that become int64 columns, text columns, int64 lists.
+_INTS = {t: _fields_of(c, ("int",)) for t, c in EVENT_CLASSES.items()}
+_TEXTS = {t: _fields_of(c, ("str",)) for t, c in EVENT_CLASSES.items()}
+_INT_LISTS = {t: _fields_of(c, ("list[int]",)) for t, c in EVENT_CLASSES.items()}
+_FLOATS = {t: _fields_of(c, ("float",)) for t, c in EVENT_CLASSES.items()}
+_FLOAT_LISTS = {t: _fields_of(c, ("list[float]",)) for t, c in EVENT_CLASSES.items()}
+
+
+def _i64(v: int | None) -> int | None:
+    return v if v is None or _INT64_MIN <= v <= _INT64_MAX else None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def check_text(payload: bytes) -> None:
+    """Raise ``ProtocolError`` for a JSON frame whose text is not valid Unicode.
+
+    Two ways lead there past ``json.loads``: bytes that encode a surrogate (JSON's
+    decoder lets them through) and a ``\\ud800``-style escape that is not half of
+    a pair. Either would put an unstorable string into the venue's state and rows.
+    Any frame kind (a JSON venue may send binary frames); a payload that is not
+    JSON is left to the venue's decoder. Fast for ordinary frames: two byte scans;
+    the exact check (parse and walk) runs only when one of them hits.
+    """
+    suspect = False
+    if b"\xed" in payload:
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            suspect = True
+    if not suspect and _SURROGATE_ESCAPE.search(payload) is None:
+        return
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return          # not JSON: the venue's decoder rejects it in its own words
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                raise ProtocolError(f"text is not valid Unicode (a lone surrogate): "
+                                    f"{v[:40]!r}") from None
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def check_storable(events: Sequence[Event | Status]) -> None:
+    """Raise ``ProtocolError`` if an event holds a value its Parquet column cannot, or
+    one that is never data: an integer outside int64, text that is not valid Unicode
+    (a lone surrogate, from a JSON ``\\ud800`` escape), a NaN or infinite number.
+    Run on every record fed, so no decoded value can fail a publish; cheap (ASCII
+    text, small ints and finite floats are the fast path)."""
+    for ev in events:
+        table = ev.TABLE
+        if table == "status":
+            continue
+        for name in _FLOATS[table]:
+            v = getattr(ev, name)
+            if v is not None and v - v != 0.0:          # NaN or ±inf
+                raise ProtocolError(f"{name} is not finite: {v!r}")
+        for name in _FLOAT_LISTS[table]:
+            total = sum(getattr(ev, name) or ())
+            if total - total != 0.0:
+                raise ProtocolError(f"{name} holds a number that is not finite")
+        for name in _INTS[table]:
+            v = getattr(ev, name)
+            if v is not None and not _INT64_MIN <= v <= _INT64_MAX:
+                raise ProtocolError(f"{name} out of the int64 range: {str(v)[:40]}")
+        for name in _TEXTS[table]:
+            v = getattr(ev, name)
+            if v is not None and not v.isascii():
+                try:
+                    v.encode()
+                except UnicodeEncodeError:
+                    raise ProtocolError(f"{name} is not valid Unicode: {v[:40]!r}") from None
+        for name in _INT_LISTS[table]:
+            for v in getattr(ev, name) or ():
+                if not _INT64_MIN <= v <= _INT64_MAX:
+                    raise ProtocolError(f"{name} out of the int64 range: {str(v)[:40]}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +176,10 @@ class FrameContext:
 
     def gaps(self, specs: Sequence[GapSpec]) -> None:
         for g in specs:
+            # sequence arithmetic on extreme (but int64) numbers can leave int64: unknown
             self.add(Gap, symbol=g.symbol, ts_event=None, seq=None, stream=g.stream, kind=g.kind,
-                     ts_start=g.ts_start, ts_end=g.ts_end, seq_from=g.seq_from, seq_to=g.seq_to,
-                     missing=g.missing, detail=g.detail)
+                     ts_start=g.ts_start, ts_end=g.ts_end, seq_from=_i64(g.seq_from),
+                     seq_to=_i64(g.seq_to), missing=_i64(g.missing), detail=g.detail)
 
     def status(self, kind: str, detail: str = "") -> None:
         self.events.append(Status(self.venue, kind, self.rec.ts_recv, detail))
@@ -98,15 +198,22 @@ class Decoder(ABC):
             if rec.direction == "in":
                 if len(rec.payload) > MAX_FRAME_BYTES:
                     raise ProtocolError(f"frame of {len(rec.payload)} bytes is over the limit")
+                check_text(rec.payload)
                 self.on_incoming(rec, ctx)
             elif rec.direction == "out":
+                check_text(rec.payload)
                 self.on_outgoing(rec, ctx)
             elif rec.kind == "open":
                 self._on_open(rec)
             elif rec.kind == "close":
                 self.on_close(rec)
+            elif rec.kind == "error" and rec.note and rec.note.startswith('{"pause"'):
+                self.on_pause(rec, ctx)
+            if ctx.events:
+                check_storable(ctx.events)
         except Exception as exc:  # noqa: BLE001 - a bad frame must never stop a recorder
             reason = str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {exc}"
+            reason = reason.encode("utf-8", "replace").decode()     # storable whatever it quotes
             ctx.events.clear()
             ctx.pos = 0
             ctx.gaps([GapSpec("", "", "rejected", rec.ts_recv, rec.ts_recv,
@@ -124,6 +231,19 @@ class Decoder(ABC):
         """Apply the settings a client recorded in the session's open record
         (``Client.decoder_options``): staleness thresholds, schedules. Unknown keys
         are ignored, so old journals decode with newer code."""
+
+    def on_pause(self, rec: RawRecord, ctx: FrameContext) -> None:
+        """The recorder stopped reading because the store could not be written (disk
+        full) from ``since`` until this record: one ``stale`` gap per known stream
+        (one for the feed if none is known yet). Frames were delayed, not dropped;
+        anything the venue dropped meanwhile shows as its own gap."""
+        info = json.loads(rec.note or "{}")["pause"]
+        since = int(info["since"])
+        reason = " ".join(str(info.get("reason") or "store unavailable").split())[:120]
+        detail = (f"{reason}: tickrec stopped reading for {(rec.ts_recv - since) / 1e9:.1f}s; "
+                  "frames received after it arrived late")
+        ctx.gaps([GapSpec(name, symbol, "stale", since, rec.ts_recv, detail=detail)
+                  for name, symbol in self.tracker.streams() or [("", "")]])
 
     def on_close(self, rec: RawRecord) -> None:
         reason = ""

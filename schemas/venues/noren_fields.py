@@ -56,7 +56,9 @@ def number(value: Any, name: str) -> float | None:
         if value in _NULL_TEXT:
             return None
         try:
-            return float(value)
+            f = float(value)
+            if f - f == 0.0:            # not NaN or ±inf: those num() rejects
+                return f
         except ValueError:
             pass
     return num(value, name)
@@ -68,7 +70,9 @@ def count(value: Any, name: str) -> int | None:
         if value in _NULL_TEXT:
             return None
         try:
-            return int(value)
+            n = int(value)
+            if -(2**63) <= n < 2**63:   # beyond int64 integer() rejects
+                return n
         except ValueError:
             pass
     return integer(value, name)

@@ -17,47 +17,74 @@ from schemas.errors import ProtocolError
 _NULLS = frozenset(("", "NA", "N/A", "null", "None", "-"))
 # Arrow's timestamp[ns] is an int64: a time past 2262 would fail at publish, not here.
 MAX_NS = 2**63 - 1
+# Every integer column of the store is an int64: a larger value would fail at publish.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def num(value: Any, name: str = "value") -> float | None:
-    """A float from a number or numeric string; None for absent/empty/"NA"."""
+    """A finite float from a number or numeric string; None for absent/empty/"NA".
+
+    NaN and infinities (JSON ``NaN``, ``"inf"``, ``1e999``) raise ``ProtocolError``:
+    no vendor sends them as data, so they mark a broken frame.
+    """
     kind = type(value)
     if kind is float:                       # fast paths first: this runs per field per frame
-        return value  # type: ignore[no-any-return]
+        if value - value == 0.0:            # False for NaN and ±inf
+            return value  # type: ignore[no-any-return]
+        raise ProtocolError(f"{name} is not finite: {value!r}")
     if kind is str:
         try:
-            return float(value)
+            f = float(value)
         except ValueError:
             pass
+        else:
+            if f - f == 0.0:
+                return f
+            raise ProtocolError(f"{name} is not finite: {value[:40]!r}")
     elif kind is int:
-        return float(value)
+        return _finite(value, name)
     if value is None:
         return None
     if isinstance(value, bool):
         raise ProtocolError(f"{name} is a boolean")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(value, name)
     if isinstance(value, str):
         v = value.strip()
         if v in _NULLS:
             return None
         try:
-            return float(v)
+            f = float(v)
         except ValueError:
             raise ProtocolError(f"{name} is not a number: {value[:40]!r}") from None
+        return _finite(f, name)
     raise ProtocolError(f"{name} has type {type(value).__name__}")
 
 
+def _finite(value: int | float, name: str) -> float:
+    try:
+        f = float(value)
+    except OverflowError:               # an int beyond float's range
+        raise ProtocolError(f"{name} is too large: {str(value)[:40]}") from None
+    if f - f == 0.0:
+        return f
+    raise ProtocolError(f"{name} is not finite: {value!r:.40}")
+
+
 def integer(value: Any, name: str = "value") -> int | None:
-    """An int from an int or an integral string/float; None for absent/empty."""
+    """An int from an int or an integral string/float; None for absent/empty.
+
+    Raises ``ProtocolError`` for a value outside int64 (the store's integer type):
+    such a value would otherwise fail the Parquet publish of the whole batch.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _int64(value, name)
     if isinstance(value, str):
         v = value.strip()
         if v in _NULLS:
             return None
         try:
-            return int(v)
+            return _int64(int(v), name)
         except ValueError:
             pass
     f = num(value, name)
@@ -65,7 +92,13 @@ def integer(value: Any, name: str = "value") -> int | None:
         return None
     if not math.isfinite(f) or f != int(f):
         raise ProtocolError(f"{name} is not an integer: {value!r:.40}")
-    return int(f)
+    return _int64(int(f), name)
+
+
+def _int64(n: int, name: str) -> int:
+    if INT64_MIN <= n <= INT64_MAX:
+        return n
+    raise ProtocolError(f"{name} out of the int64 range: {str(n)[:40]}")
 
 
 def epoch_ns(value: Any, name: str = "time") -> int | None:
