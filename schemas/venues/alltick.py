@@ -17,7 +17,7 @@ from schemas.errors import ProtocolError
 from schemas.events import Book, RawRecord, Trade
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
 from schemas.venues.urls import redact_url, with_query
-from schemas.venues.values import epoch_ns, integer, num
+from schemas.venues.values import epoch_ns, integer, json_object, num
 
 VENUE = "alltick"
 HEARTBEAT, HEARTBEAT_REPLY = 22000, 22001
@@ -33,15 +33,6 @@ ERRORS = {400: "bad request", 401: "bad token", 429: "rate limit", 600: "unknown
 FATAL = {401}
 SIDES = {1: "buy", 2: "sell"}
 
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"JSON {type(obj).__name__}, not an object")
-    return obj
 
 
 def _levels(side: Any, name: str) -> tuple[list[float], list[float]]:
@@ -80,7 +71,7 @@ class AllTickDecoder(Decoder):
         self.pending: dict[int, tuple[int, set[str]]] = {}
 
     def on_outgoing(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         cmd = obj.get("cmd_id")
         data = obj.get("data") or {}
         if cmd in (SUB_DEPTH, SUB_TRADES):
@@ -104,7 +95,7 @@ class AllTickDecoder(Decoder):
             self.trade_subs = codes
 
     def on_incoming(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         cmd = integer(obj.get("cmd_id"), "cmd_id")
         if cmd in (PUSH_TRADE, PUSH_DEPTH):
             data = obj.get("data")

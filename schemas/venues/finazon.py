@@ -39,7 +39,7 @@ from schemas.gaps import GapSpec
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
 from schemas.venues.timegaps import TimeTracker
 from schemas.venues.urls import redact_url, with_query
-from schemas.venues.values import epoch_ns, num
+from schemas.venues.values import epoch_ns, json_object, num
 
 VENUE = "finazon"
 FREQUENCIES = ("1s", "10s", "1m")
@@ -69,15 +69,6 @@ def split_symbol(symbol: str, default_dataset: str) -> tuple[str, str]:
     dataset, sep, ticker = symbol.partition(":")
     return (dataset, ticker) if sep and dataset and ticker else (default_dataset, symbol)
 
-
-def _json_object(payload: bytes | str) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"JSON {type(obj).__name__}, not an object")
-    return obj
 
 
 def _text(value: Any, limit: int = 200) -> str:
@@ -115,7 +106,7 @@ class FinazonDecoder(Decoder):
             self.stale_factor = _stale_factor(options["stale_factor"])
 
     def on_outgoing(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         event = obj.get("event")
         if event == "unsubscribe":
             dataset = str(obj.get("dataset") or "")
@@ -124,7 +115,7 @@ class FinazonDecoder(Decoder):
             self.paused |= self.seen
 
     def on_incoming(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         if "status" in obj or "event" in obj:
             self._reply(obj, ctx)
         elif "s" in obj or "t" in obj or obj.get("ch") == "bars":
@@ -339,7 +330,7 @@ class FinazonServer(ServerSession):
         if len(data) > MAX_EVENT_BYTES:
             return Reply([_error(f"Event is larger than {MAX_EVENT_BYTES // 1000} kB")])
         try:
-            obj = _json_object(data)
+            obj = json_object(data)
         except ProtocolError:
             return Reply([_error("Invalid JSON")])
         event, rid = obj.get("event"), obj.get("request_id")

@@ -41,7 +41,7 @@ from schemas.schedule import TradingHours, parse_schedule, zone
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
 from schemas.venues.timegaps import TimeTracker
 from schemas.venues.urls import query_pairs, redact_url, with_pairs
-from schemas.venues.values import integer, iso_ns, num
+from schemas.venues.values import integer, iso_ns, json_object, num
 
 VENUE = "hedgetech"
 IME_CHANNEL = "IME Stream"
@@ -109,15 +109,6 @@ class Subscription:
             return {f"ime:{e.id_field}"}
         return {f"tse:{e.id_field}:{c}" for c in self.channels}
 
-
-def _json_object(payload: bytes | str) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"JSON {type(obj).__name__}, not an object")
-    return obj
 
 
 def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -256,7 +247,7 @@ class HedgeTechDecoder(Decoder):
         return events
 
     def on_incoming(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         field = next((f for f in ID_FIELDS if f in obj), None)
         symbol = obj.get(field) if field else None
         if isinstance(symbol, int) and not isinstance(symbol, bool):

@@ -45,6 +45,7 @@ from typing import Any, Mapping
 from schemas.errors import ConfigError, ProtocolError
 from schemas.events import Book, Event, RawRecord, Status, Ticker
 from schemas.gaps import GapSpec
+from schemas.venues.values import json_object
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
 from schemas.venues.noren_fields import (DEPTH, LEVELS, TOUCHLINE, book_columns, event_time,
                                          precision, ticker_columns)
@@ -60,15 +61,6 @@ IGNORED = frozenset({"uk", "udk", "h", "ok", "om"})   # acks, heartbeat echo, or
 CHUNK = 50
 REDACTED = "***"
 
-
-def _json_object(payload: bytes | str) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"JSON {type(obj).__name__}, not an object")
-    return obj
 
 
 def _text(value: Any, name: str) -> str:
@@ -157,7 +149,7 @@ class NorenDecoder(Decoder):
 
     # -- frames ----------------------------------------------------------------------
     def on_outgoing(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         t = obj.get("t")
         for stream, code in UNSUBSCRIBE.items():
             if t == code:      # no more updates will keep these states current
@@ -165,7 +157,7 @@ class NorenDecoder(Decoder):
                     self.states.pop((key, stream), None)
 
     def on_incoming(self, rec: RawRecord, ctx: FrameContext) -> None:
-        obj = _json_object(rec.payload)
+        obj = json_object(rec.payload)
         t = obj.get("t")
         if t in SNAPSHOTS or t in UPDATES:
             self._data(obj, t, rec, ctx)

@@ -7,6 +7,7 @@ all of them and raise ``ProtocolError`` only for values that are really wrong.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -163,3 +164,14 @@ def iso_ns(value: Any, naive_zone: tzinfo, name: str = "timestamp") -> int | Non
     if ns < 0 or ns > MAX_NS:
         raise ProtocolError(f"{name} out of range: {value[:40]!r}")
     return ns
+
+
+def json_object(payload: bytes | str) -> dict[str, Any]:
+    """A frame's JSON object; ``ProtocolError`` (one line) for anything else."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"JSON {type(obj).__name__}, not an object")
+    return obj
