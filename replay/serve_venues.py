@@ -62,7 +62,7 @@ class ServeVenue:
 
     def framer(self) -> Any:
         """TCP venues: a new packet splitter for one client's byte stream."""
-        raise NotImplementedError(f"{self.name} is not a TCP venue")
+        raise TypeError(f"{self.name} is a WebSocket venue: it has no TCP packet framer")
 
     def prepare(self, frames: Any, symbols: set[str] | None) -> None:
         """Learn what must be known at the replay start from the frames before it
