@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from replay.wire import put_limit, wait_for_room
+from replay.wire import FanOut, put_limit, wait_for_room
 from schemas.errors import ProtocolError
 from schemas.venues.base import Reply, ServerSession
 
@@ -67,8 +67,11 @@ class TcpConn:
         self.info.setdefault("close", (code, reason))
         self.queue.put_nowait(None)
 
+    def abort(self) -> None:
+        self.writer.transport.abort()
 
-class TcpWireServer:
+
+class TcpWireServer(FanOut):
     def __init__(self, make_session: Callable[[], ServerSession], framer: Callable[[], Framer], *,
                  host: str = "127.0.0.1", port: int = 0, queue_frames: int = 50_000,
                  on_sent: Callable[[TcpConn, Meta], None] | None = None,
@@ -96,37 +99,11 @@ class TcpWireServer:
         if self._server is not None:
             self._server.close()
             for c in list(self.clients):
-                c.writer.transport.abort()
+                c.abort()
             for t in list(self._handlers):
                 t.cancel()
             await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
-
-    def stall(self, seconds: float) -> None:
-        """Make every open connection half-open for ``seconds``: no packets, no replies."""
-        until = time.monotonic() + seconds
-        for c in self.clients:
-            c.silent_until = until
-
-    def push(self, symbol: str, stream: str, frame: bytes | str, meta: Meta = None) -> int:
-        """Queue ``frame`` for every client subscribed to (symbol, stream)."""
-        n = 0
-        now = time.monotonic()
-        for c in self.clients:
-            if c.silent_until < now and c.session.wants(symbol, stream):
-                n += c.send(frame, meta)
-        return n
-
-    def broadcast(self, frame: bytes | str, meta: Meta = None) -> None:
-        now = time.monotonic()
-        for c in self.clients:
-            if c.silent_until < now:
-                c.send(frame, meta)
-
-    def drop_all(self) -> None:
-        """Cut every connection abruptly, as a network failure would."""
-        for c in list(self.clients):
-            c.writer.transport.abort()
 
     async def _handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

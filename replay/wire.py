@@ -42,6 +42,42 @@ def put_limit(queue: asyncio.Queue[Any]) -> int:
     return max(1, queue.maxsize - min(REPLY_RESERVE, queue.maxsize // 2))
 
 
+class FanOut:
+    """What the simulator does to *all* connections of a server (WebSocket or TCP).
+
+    Subclasses keep ``clients``: connections with ``session``, ``silent_until``,
+    ``send(frame, meta)`` and ``abort()``.
+    """
+    clients: set[Any]
+
+    def stall(self, seconds: float) -> None:
+        """Make every open connection half-open for ``seconds``: no frames, no replies.
+        Connections made meanwhile work normally, as after a real network fault."""
+        until = time.monotonic() + seconds
+        for c in self.clients:
+            c.silent_until = until
+
+    def push(self, symbol: str, stream: str, frame: bytes | str, meta: Meta = None) -> int:
+        """Queue ``frame`` for every client subscribed to (symbol, stream)."""
+        n = 0
+        now = time.monotonic()
+        for c in self.clients:
+            if c.silent_until < now and c.session.wants(symbol, stream):
+                n += c.send(frame, meta)
+        return n
+
+    def broadcast(self, frame: bytes | str, meta: Meta = None) -> None:
+        now = time.monotonic()
+        for c in self.clients:
+            if c.silent_until < now:
+                c.send(frame, meta)
+
+    def drop_all(self) -> None:
+        """Cut every connection abruptly (no close), as a network failure would."""
+        for c in list(self.clients):
+            c.abort()
+
+
 @dataclass(eq=False)
 class Conn:
     ws: ServerConnection
@@ -75,8 +111,11 @@ class Conn:
         self.info.setdefault("close", (code, reason))
         self.queue.put_nowait(None)
 
+    def abort(self) -> None:
+        self.ws.transport.abort()
 
-class WireServer:
+
+class WireServer(FanOut):
     def __init__(self, make_session: Callable[[], ServerSession], *, host: str = "127.0.0.1",
                  port: int = 0, path: str = "/", queue_frames: int = 50_000,
                  on_sent: Callable[[Conn, Meta], None] | None = None,
@@ -110,35 +149,8 @@ class WireServer:
                     await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), grace)
                 except asyncio.TimeoutError:        # TimeoutError from 3.11 on
                     for c in list(self.clients):
-                        c.ws.transport.abort()
+                        c.abort()
             await self._server.wait_closed()
-
-    def stall(self, seconds: float) -> None:
-        """Make every open connection half-open for ``seconds``: no frames, no replies.
-        Connections made meanwhile work normally, as after a real network fault."""
-        until = time.monotonic() + seconds
-        for c in self.clients:
-            c.silent_until = until
-
-    def push(self, symbol: str, stream: str, frame: bytes | str, meta: Meta = None) -> int:
-        """Queue ``frame`` for every client subscribed to (symbol, stream)."""
-        n = 0
-        now = time.monotonic()
-        for c in self.clients:
-            if c.silent_until < now and c.session.wants(symbol, stream):
-                n += c.send(frame, meta)
-        return n
-
-    def broadcast(self, frame: bytes | str, meta: Meta = None) -> None:
-        now = time.monotonic()
-        for c in self.clients:
-            if c.silent_until < now:
-                c.send(frame, meta)
-
-    def drop_all(self) -> None:
-        """Cut every connection abruptly (no close frame), as a network failure would."""
-        for c in list(self.clients):
-            c.ws.transport.abort()
 
     async def _handler(self, ws: ServerConnection) -> None:
         session = self.make_session()
