@@ -79,15 +79,17 @@ def cuts(groups: Sequence[Group], lo: int, hi: int, rows: int = WINDOW_ROWS) -> 
     rows = max(rows, -(-total // MAX_WINDOWS))
     if total <= rows or hi - lo < 2:
         return [lo, hi]
-    grid = np.linspace(lo, hi, GRID + 1).round().astype(np.int64)
-    grid = np.unique(np.clip(grid, lo, hi))
+    first, last = min(g.lo for g in groups), max(g.hi for g in groups) + 1
+    ends = [x for g in groups for x in (g.lo, g.hi + 1)]
+    grid = np.linspace(first, last, GRID + 1).round().astype(np.int64)
+    grid = np.unique(np.clip(np.concatenate([grid, np.asarray(ends, np.int64), [lo, hi]]), lo, hi))
     filled = np.zeros(len(grid), np.float64)        # estimated rows < grid[i]
     for g in groups:
         width = g.hi - g.lo + 1
         filled += g.rows * np.clip((grid - g.lo) / width, 0.0, 1.0)
     marks = np.arange(rows, total, rows)
     idx = np.unique(np.searchsorted(filled, marks))
-    inner = [int(grid[i]) for i in idx if 0 < i < len(grid) - 1]
+    inner = [int(grid[i]) for i in idx if lo < grid[i] < hi]
     return [lo, *inner, hi]
 
 
