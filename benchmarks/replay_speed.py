@@ -35,10 +35,10 @@ def run(rows_per_day: int = 2_000_000) -> dict[str, Any]:
         make_day(root, 1, rows_per_day, "rolled")
         for table in ("trades", "book"):
             files = sorted(root.glob(f"{table}/*/*/*.parquet"))
-            out[f"{table}_baseline"] = _rate(lambda: sum(
+            out[f"{table}_baseline"] = _rate(lambda files=files: sum(
                 b.num_rows for f in files for b in pq.ParquetFile(f).iter_batches(65_536)))
-            out[f"{table}_objects"] = _rate(lambda: sum(
-                1 for _ in replay.replay_sync(root, "alltick", tables=[table])))
-            out[f"{table}_batches"] = _rate(lambda: sum(
-                b.num_rows for b in replay.iter_batches(root, "alltick", tables=[table])))
+            out[f"{table}_objects"] = _rate(lambda t=table: sum(
+                1 for _ in replay.replay_sync(root, "alltick", tables=[t])))
+            out[f"{table}_batches"] = _rate(lambda t=table: sum(
+                b.num_rows for b in replay.iter_batches(root, "alltick", tables=[t])))
     return out

@@ -79,7 +79,7 @@ def _events(rng: np.random.Generator, ts: np.ndarray, sym: np.ndarray,
             offsets = pa.array(np.arange(0, LEVELS * k + 1, LEVELS, dtype=np.int32))
             step = np.arange(1, LEVELS + 1) * 0.01
 
-            def ladder(values: np.ndarray) -> pa.Array:
+            def ladder(values: np.ndarray, offsets: pa.Array = offsets) -> pa.Array:
                 return pa.ListArray.from_arrays(offsets, pa.array(values.ravel()))
             cols |= {"depth": pa.array(np.full(k, LEVELS, np.int32)),
                      "bid_px": ladder(mid[:, None] - step), "bid_sz": ladder(

@@ -29,6 +29,7 @@ import gc
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -173,7 +174,7 @@ def _lists(arr: pa.Array) -> list[Any]:
     values = flat.to_numpy(zero_copy_only=False).tolist()
     offsets = arr.offsets.to_numpy()
     offsets = (offsets - offsets[0]).tolist()
-    out = [values[a:b] for a, b in zip(offsets, offsets[1:])]
+    out = [values[a:b] for a, b in pairwise(offsets)]
     if arr.null_count:
         for i in pc.indices_nonzero(arr.is_null()).to_numpy().tolist():
             out[i] = None
@@ -225,4 +226,4 @@ def build(name: str, venue: str, table: pa.Table | pa.RecordBatch) -> list[Any]:
             gc.enable()
 
 
-__all__ = ["RawRow", "RECORD_CLASSES", "RECORD_COLUMNS", "build", "column_lists"]
+__all__ = ["RECORD_CLASSES", "RECORD_COLUMNS", "RawRow", "build", "column_lists"]

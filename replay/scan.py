@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +297,7 @@ class Scan:
     def _direct(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
                 bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
         """Each window read with its own filter (row groups pruned by statistics)."""
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in pairwise(bounds):
             parts = []
             for table, dataset, cols in sets:
                 try:

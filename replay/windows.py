@@ -32,6 +32,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -135,7 +136,7 @@ class Spill:
         # Runs of one window, written as zero-copy slices (sealed files: a symbol's
         # rows are in time order, so each symbol gives one run per window).
         bounds = [0, *starts.tolist(), len(window)]
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in pairwise(bounds):
             self._writer(int(window[a]), table, batch.schema).write_batch(batch.slice(a, b - a))
 
     def _writer(self, window: int, table: str, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:

@@ -20,10 +20,10 @@ from replay.rows import column_values
 from replay.scan import Scan
 from replay.windows import Group, cuts, rereads
 from schemas.tables import EVENT_TABLES, TABLES
-from tests.test_replay import UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_store
 from storage.atomic import write_parquet
 from storage.layout import date_of, partition_dir
 from storage.writer import to_arrow
+from tests.test_replay import UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_store
 
 
 def whole_day(root: Path, **kw: Any) -> Scan:
