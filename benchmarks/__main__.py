@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 
-from benchmarks import capture, pacing, query, replay_speed, storage
+from benchmarks import capture, pacing, query, replay_memory, replay_speed, storage
 
 
 def row(name: str, ours: float, base: float | None, unit: str, target: str, met: bool) -> str:
@@ -29,11 +29,17 @@ def main() -> None:
     print(row("capture, whole pipeline vs bare client", cap["ours"], cap["ceiling"],
               "frames/s", ">= 0.8 of ceiling", cap["ours"] >= 0.8 * cap["ceiling"]))
     print(row("capture, frames lost", cap["lost"], None, "frames", "0", cap["lost"] == 0))
-    rep = replay_speed.run(100_000 if quick else 500_000)
-    print(row("replay max, objects vs pyarrow batches", rep["objects"], rep["baseline"],
-              "events/s", ">= 1,000,000/s", rep["objects"] >= 1e6))
-    print(row("replay max, Arrow batches vs pyarrow", rep["batches"], rep["baseline"],
-              "rows/s", ">= 10,000,000/s", rep["batches"] >= 1e7))
+    rep = replay_speed.run(500_000 if quick else 2_000_000)
+    for t in ("trades", "book"):
+        print(row(f"replay max {t}, objects vs pyarrow", rep[f"{t}_objects"], rep[f"{t}_baseline"],
+                  "events/s", ">= 1,000,000/s", rep[f"{t}_objects"] >= 1e6))
+        print(row(f"replay max {t}, batches vs pyarrow", rep[f"{t}_batches"], rep[f"{t}_baseline"],
+                  "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7))
+    mem = replay_memory.run(10_000_000 if quick else 100_000_000)
+    for mode in ("batches", "objects"):
+        m = mem[mode]
+        print(row(f"replay peak RSS {mode}, {m['rows'] / 1e6:.0f}M rows vs pyarrow", m["peak_mb"],
+                  mem["pyarrow"]["peak_mb"], "MB", "<= 300 MB", m["peak_mb"] <= 300))
     st = storage.run(50_000 if quick else 200_000)
     print(row("bytes per trades row", st["trade_bytes"], None, "bytes", "<= 11", st["trade_bytes"] <= 11))
     print(row("bytes per book row (5 levels)", st["book_bytes"], None, "bytes", "-", True))

@@ -39,7 +39,7 @@ from replay.rows import RawRow
 from replay.scan import Scan
 
 
-def open(root: str | os.PathLike[str], venue: str, *,  # noqa: A001 - replay.open is the API
+def open(root: str | os.PathLike[str], venue: str, *,
          symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
          speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
          tables: str | Sequence[str] | None = None, precise: bool = False) -> ReplayFeed:

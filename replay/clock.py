@@ -65,8 +65,7 @@ class Lateness:
             self._ring[self.count % self.window] = late_ns
         self.count += 1
         self.total_ns += late_ns
-        if late_ns > self.max_ns:
-            self.max_ns = late_ns
+        self.max_ns = max(self.max_ns, late_ns)
 
     def percentile(self, q: float) -> int:
         """The ``q`` quantile (0..1, nearest rank) of the recent window; 0 when empty."""

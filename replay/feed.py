@@ -66,7 +66,7 @@ class ReplayFeed:
         self._start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._done = True
         pending, self._pending = self._pending, None
         if pending is not None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from schemas.errors import ConfigError
 from schemas.tables import EVENT_TABLES
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
@@ -36,7 +36,7 @@ def parse_time(value: object, what: str = "time") -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, datetime):
-        dt = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        dt = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return ((dt - EPOCH) // _US) * 1000
     if isinstance(value, date):
         return parse_time(datetime(value.year, value.month, value.day), what)
@@ -49,7 +49,7 @@ def parse_time(value: object, what: str = "time") -> int | None:
             y, mo, d, hh, mi, ss, frac, tz = m.groups()
             try:
                 dt = datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0),
-                              tzinfo=timezone.utc)
+                              tzinfo=UTC)
             except ValueError:
                 m = None
             else:

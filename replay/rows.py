@@ -1,13 +1,18 @@
 """Arrow rows → Python records, fast: ``RawRow`` and the column-wise builders.
 
 The object path of the replay turns each Arrow column into a Python list once
-(``to_pylist``; timestamp columns are cast to int64 first so times stay int
-nanoseconds) and builds the records from those lists. Building a frozen,
-slotted dataclass through its ``__init__`` costs one ``object.__setattr__``
-call per field plus the keyword call; the builders below instead create the
-instance with ``object.__new__`` and fill each slot through its slot
-descriptor, which gives the very same object (``type(o) is Trade``, equal to
-the ``__init__``-built one) about three times as fast. Classes that have a
+and builds the records from those lists. ``column_values`` gives what
+``to_pylist`` gives (timestamps as int nanoseconds) without a Python call per
+value: numbers go through numpy's ``tolist``, text through a dictionary (each
+distinct symbol or session becomes one shared ``str``), list columns are
+flattened once and cut into lists by their offsets.
+
+Building a slotted dataclass through its keyword-only ``__init__`` costs the
+keyword call on top of the stores; the builders below create the instance with
+``object.__new__`` and store each field with a plain attribute assignment (the
+interpreter's specialised slot store), or, for a frozen class (``RawRow``),
+through the slot descriptor. Either gives the very same object (``type(o) is
+Trade``, equal to the ``__init__``-built one). Classes that have a
 ``__post_init__`` or no slots fall back to the keyword constructor.
 
 The cyclic garbage collector is paused while one chunk is converted and built
@@ -24,9 +29,11 @@ import gc
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.events import EVENT_CLASSES, EVENT_COLUMNS, RawRecord
 from schemas.tables import RAW
@@ -102,19 +109,24 @@ def _compile(cls: type, columns: Sequence[str]) -> Builder:
     names = {f.name for f in fields(cls)}
     if set(columns) | {"venue"} != names:
         raise TypeError(f"{cls.__name__}: columns {columns} do not match its fields")
-    fast = hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__")
+    slotted = hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__")
+    frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     glb: dict[str, Any] = {"cls": cls, "new": object.__new__}
-    if fast:
+    if slotted and not frozen:
+        # Plain attribute stores: the interpreter's fastest path into a slot.
+        sets = ["o.venue = venue"] + [f"o.{col} = c{i}" for i, col in enumerate(columns)]
+    elif slotted:
         glb["s_venue"] = _slot_setter(cls, "venue")
-        sets = []
+        sets = ["s_venue(o, venue)"]
         for i, col in enumerate(columns):
             glb[f"s_{i}"] = _slot_setter(cls, col)
             sets.append(f"s_{i}(o, c{i})")
+    if slotted:
         src = (f"def make(venue, {arglist}):\n"
                f"    out = []\n"
                f"    ap = out.append\n"
                f"    for {arglist}, in zip({arglist}):\n"
-               f"        o = new(cls); s_venue(o, venue); {'; '.join(sets)}; ap(o)\n"
+               f"        o = new(cls); {'; '.join(sets)}; ap(o)\n"
                f"    return out\n")
     else:
         kws = ", ".join(f"{col}=c{i}" for i, col in enumerate(columns))
@@ -128,15 +140,78 @@ BUILDERS: dict[str, Builder] = {
     name: _compile(RECORD_CLASSES[name], cols) for name, cols in RECORD_COLUMNS.items()}
 
 
-def column_lists(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> list[list[Any]]:
-    """Each column as a Python list; timestamps as int ns (cast to int64 first)."""
-    out = []
-    for name in columns:
-        col = table.column(name)
-        if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64())
-        out.append(col.to_pylist())
+def _numbers(arr: pa.Array) -> list[Any]:
+    """A fixed-width column (ints, floats, times as int64) through numpy: C loops."""
+    if arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+    if arr.null_count * 4 > len(arr):
+        return arr.to_pylist()
+    out = arr.fill_null(0).to_numpy(zero_copy_only=False).tolist()
+    for i in pc.indices_nonzero(arr.is_null()).to_numpy().tolist():
+        out[i] = None
+    return out  # type: ignore[no-any-return]
+
+
+def _texts(arr: pa.Array) -> list[Any]:
+    """A text column: each distinct value made once (a few symbols and sessions)."""
+    enc = arr.dictionary_encode()
+    if len(enc.dictionary) * 4 > len(arr):
+        return arr.to_pylist()
+    values = enc.dictionary.to_pylist()
+    if enc.indices.null_count:
+        values.append(None)
+        idx = enc.indices.fill_null(len(values) - 1)
+    else:
+        idx = enc.indices
+    return list(map(values.__getitem__, idx.to_numpy().tolist()))
+
+
+def _lists(arr: pa.Array) -> list[Any]:
+    """A list column: the values flattened once, then cut into Python lists."""
+    flat = arr.flatten()
+    if flat.null_count or not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
+        return arr.to_pylist()
+    values = flat.to_numpy(zero_copy_only=False).tolist()
+    offsets = arr.offsets.to_numpy()
+    offsets = (offsets - offsets[0]).tolist()
+    out = [values[a:b] for a, b in pairwise(offsets)]
+    if arr.null_count:
+        for i in pc.indices_nonzero(arr.is_null()).to_numpy().tolist():
+            out[i] = None
     return out
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t)
+
+
+def column_values(col: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """One column as a Python list, exactly as ``to_pylist`` gives it except that
+    timestamps are int ns; built with numpy/Arrow loops, not per-value Python calls."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    out: list[Any] = []
+    for arr in chunks:
+        n = len(arr)
+        if arr.null_count == n:
+            out += [None] * n
+            continue
+        t = arr.type
+        if pa.types.is_timestamp(t):
+            arr = arr.cast(pa.int64())
+        if _is_number(t):
+            out += _numbers(arr)
+        elif pa.types.is_string(t):
+            out += _texts(arr)
+        elif pa.types.is_list(t):
+            out += _lists(arr)
+        else:
+            out += arr.to_pylist()
+    return out
+
+
+def column_lists(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> list[list[Any]]:
+    """Each column as a Python list (``column_values``)."""
+    return [column_values(table.column(name)) for name in columns]
 
 
 def build(name: str, venue: str, table: pa.Table | pa.RecordBatch) -> list[Any]:
@@ -151,4 +226,4 @@ def build(name: str, venue: str, table: pa.Table | pa.RecordBatch) -> list[Any]:
             gc.enable()
 
 
-__all__ = ["RawRow", "RECORD_CLASSES", "RECORD_COLUMNS", "build", "column_lists"]
+__all__ = ["RECORD_CLASSES", "RECORD_COLUMNS", "RawRow", "build", "column_lists"]

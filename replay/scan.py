@@ -15,10 +15,13 @@ The contract (DESIGN.md, "Replay semantics"):
   half-open on ``ts_recv``; ``tables``. All are pushed down into the Parquet scan
   (statistics and row-group pruning), only the needed columns are read.
 - **Memory.** Date partitions (``date`` = UTC date of ``ts_recv``) are processed
-  one at a time in ascending order: a day is read, sorted with Arrow, handed out
-  in chunks, then dropped. Memory follows the largest day, not the range. Rows
-  whose ``ts_recv`` does not belong to their date partition would break the day
-  order: they are dropped with a warning (``tickrec verify`` should flag them).
+  one at a time in ascending order, and each day in ``ts_recv`` windows of about
+  ``window_rows`` rows (``replay.windows``: cut from the row-group statistics,
+  read directly or, for sealed days, through a temporary spill on local disk):
+  a window is read, sorted with Arrow, handed out in chunks, then dropped.
+  Memory follows the window, not the day or the range. Rows whose ``ts_recv``
+  does not belong to their date partition would break the day order: they are
+  dropped with a warning (``tickrec verify`` should flag them).
 - **Object stores.** ``root`` may be ``s3://bucket/prefix`` (``storage.fs``):
   the same rows, listed with one recursive listing per table and read through
   pyarrow's S3 filesystem.
@@ -37,7 +40,7 @@ Two outputs:
   column (no two tables use one name with different types). With one table
   selected this is just that table's schema plus ``table``. ``columns=`` narrows
   the output (the sort keys are always read). For ``raw``, the ``raw`` schema.
-  Times stay Arrow timestamps here. Batches never span two days.
+  Times stay Arrow timestamps here. Batches never span two days (nor two windows).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,7 @@ import pyarrow.dataset as ds
 from replay.order import Merged, Piece, merge
 from replay.params import parse_symbols, parse_tables, parse_time
 from replay.rows import RECORD_COLUMNS
+from replay.windows import MAX_REREAD, WINDOW_ROWS, Group, Spill, cuts, rereads, row_groups
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import EVENT_TABLES, TABLES, TS
 from storage.fs import StoreRoot, as_store, is_s3
@@ -68,6 +73,9 @@ CHUNK_ROWS = 65_536
 STORE_DIRS = frozenset(TABLES) | {"journal"}
 TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
 _FORMAT = ds.ParquetFileFormat()
+# One batch decoded ahead, one file open: the scanner's defaults (16 batches, 4 files)
+# hold hundreds of MB of decoded rows for a busy day.
+READAHEAD: dict[str, Any] = {"batch_readahead": 1, "fragment_readahead": 1}
 
 
 def wide_schema(tables: Sequence[str]) -> pa.Schema:
@@ -92,7 +100,7 @@ class Scan:
     def __init__(self, root: str | os.PathLike[str] | StoreRoot, venue: str, *,
                  symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
                  tables: str | Sequence[str] | None = None, kind: str = "events",
-                 chunk_rows: int = CHUNK_ROWS) -> None:
+                 chunk_rows: int = CHUNK_ROWS, window_rows: int = WINDOW_ROWS) -> None:
         self.store: StoreRoot | None = None
         self._listing = {}
         if isinstance(root, StoreRoot) or is_s3(root):
@@ -108,6 +116,9 @@ class Scan:
             self.root = Path(root)     # type: ignore[arg-type]
             self._check_local()
         self._init(venue, symbols, start, end, tables, kind, chunk_rows)
+        if window_rows < 1:
+            raise ConfigError("window_rows must be positive")
+        self.window_rows = window_rows
 
     def _check_local(self) -> None:
         if not self.root.exists():
@@ -221,34 +232,19 @@ class Scan:
         return out
 
     # -- one day ---------------------------------------------------------------------
-    def _filter(self, table: str, day_start: int) -> ds.Expression:
-        lo = day_start if self.start is None else max(self.start, day_start)
-        hi = day_start + DAY_NS if self.end is None else min(self.end, day_start + DAY_NS)
-        ts = pc.field("ts_recv")
-        expr = (ts >= pa.scalar(lo, TS)) & (ts < pa.scalar(hi, TS))
-        if self.symbols is not None and table != "raw":
-            expr = expr & pc.field("symbol").isin(pa.array(self.symbols, pa.string()))
-        return expr
-
-    def _read(self, table: str, date: str, columns: Sequence[str]) -> pa.Table | None:
+    def _dataset(self, table: str, date: str) -> ds.FileSystemDataset | None:
         files = self.files(table, date)
         if not files:
             return None
-        day_start = int(parse_time(date) or 0)
-        try:
-            dataset = ds.dataset(files, schema=TABLES[table], format=_FORMAT,
-                                 filesystem=self.store.fs if self.store is not None else None)
-            out = dataset.to_table(columns=list(columns), filter=self._filter(table, day_start))
-            if (self.start is None or self.start < day_start
-                    or self.end is None or self.end > day_start + DAY_NS):
-                self._count_misplaced(dataset, table, date, day_start)
-        except (pa.ArrowException, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StoreError(f"cannot read {table} of {self.venue} on {date}: {first}") from None
-        return out if out.num_rows else None
+        return ds.dataset(files, schema=TABLES[table], format=_FORMAT,
+                          filesystem=self.store.fs if self.store is not None else None)
+
+    def _store_error(self, table: str, date: str, exc: BaseException) -> StoreError:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StoreError(f"cannot read {table} of {self.venue} on {date}: {first}")
 
     def _count_misplaced(self, dataset: ds.Dataset, table: str, date: str, day_start: int) -> None:
-        """Rows outside their date partition are filtered out by ``_filter``; say so.
+        """Rows outside their date partition are filtered out by ``_scan_filter``; say so.
 
         Cheap: answered from the Parquet statistics when the files are sound."""
         ts = pc.field("ts_recv")
@@ -259,24 +255,81 @@ class Scan:
             log.warning("replay: %d %s rows of %s in date=%s have ts_recv outside that day; "
                         "skipped (run tickrec verify)", n, table, self.venue, date)
 
-    def read_day(self, date: str,
-                 columns: Mapping[str, Sequence[str]] | None = None) -> Merged | None:
-        """Read and order one date partition; ``None`` when nothing in it matches.
-
-        ``columns`` per table defaults to all of the table's columns."""
-        parts: list[tuple[str, pa.Table]] = []
+    def read_day(self, date: str, columns: Mapping[str, Sequence[str]] | None = None,
+                 window_rows: int = WINDOW_ROWS) -> Iterator[Merged]:
+        """One date partition in replay order, as consecutive ``ts_recv`` windows of
+        about ``window_rows`` rows each (``replay.windows``); nothing when nothing in
+        it matches. ``columns`` per table defaults to all of the table's columns."""
+        day_start = int(parse_time(date) or 0)
+        lo = day_start if self.start is None else max(self.start, day_start)
+        hi = day_start + DAY_NS if self.end is None else min(self.end, day_start + DAY_NS)
+        sets: list[tuple[str, ds.FileSystemDataset, list[str]]] = []
+        groups: list[Group] = []
         for table in self.tables:
-            cols = (columns or {}).get(table) or RECORD_COLUMNS[table]
-            t = self._read(table, date, cols)
-            if t is not None:
-                parts.append((table, t))
-        return merge(parts, self.keys) if parts else None
+            try:
+                dataset = self._dataset(table, date)
+                if dataset is None:
+                    continue
+                if (self.start is None or self.start < day_start
+                        or self.end is None or self.end > day_start + DAY_NS):
+                    self._count_misplaced(dataset, table, date, day_start)
+                groups += row_groups(dataset, lo, hi)
+            except (pa.ArrowException, OSError) as exc:
+                raise self._store_error(table, date, exc) from None
+            sets.append((table, dataset, list((columns or {}).get(table) or RECORD_COLUMNS[table])))
+        if not sets:
+            return
+        bounds = cuts(groups, lo, hi, window_rows)
+        if len(bounds) > 2 and rereads(groups, bounds) > MAX_REREAD:
+            windows = self._spilled(date, sets, bounds)
+        else:
+            windows = self._direct(date, sets, bounds)
+        for parts in windows:
+            yield merge(parts, self.keys)
+
+    def _scan_filter(self, table: str, lo: int, hi: int) -> ds.Expression:
+        ts = pc.field("ts_recv")
+        expr = (ts >= pa.scalar(lo, TS)) & (ts < pa.scalar(hi, TS))
+        if self.symbols is not None and table != "raw":
+            expr = expr & pc.field("symbol").isin(pa.array(self.symbols, pa.string()))
+        return expr
+
+    def _direct(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
+                bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
+        """Each window read with its own filter (row groups pruned by statistics)."""
+        for a, b in pairwise(bounds):
+            parts = []
+            for table, dataset, cols in sets:
+                try:
+                    t = dataset.to_table(columns=cols, filter=self._scan_filter(table, a, b),
+                                         **READAHEAD)
+                except (pa.ArrowException, OSError) as exc:
+                    raise self._store_error(table, date, exc) from None
+                if t.num_rows:
+                    parts.append((table, t))
+            if parts:
+                yield parts
+
+    def _spilled(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
+                 bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
+        """The day read once, routed to window files, read back window by window."""
+        spill = Spill(bounds)
+        try:
+            for table, dataset, cols in sets:
+                try:
+                    for batch in dataset.to_batches(
+                            columns=cols, filter=self._scan_filter(table, bounds[0], bounds[-1]),
+                            **READAHEAD):
+                        spill.add(table, batch)
+                except (pa.ArrowException, OSError) as exc:
+                    raise self._store_error(table, date, exc) from None
+            yield from spill.windows([t for t, _, _ in sets])
+        finally:
+            spill.close()
 
     def _days(self, columns: Mapping[str, Sequence[str]] | None = None) -> Iterator[Merged]:
         for date in self.dates():
-            day = self.read_day(date, columns)
-            if day is not None:
-                yield day
+            yield from self.read_day(date, columns, self.window_rows)
 
     # -- records -----------------------------------------------------------------------
     def iter_pieces(self, rows: int | None = None) -> Iterator[Piece]:

@@ -159,7 +159,7 @@ class ReplayServer:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def _prepare(self) -> None:

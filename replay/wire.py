@@ -147,7 +147,7 @@ class WireServer(FanOut):
             if grace is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), grace)
-                except asyncio.TimeoutError:        # TimeoutError from 3.11 on
+                except TimeoutError:        # TimeoutError from 3.11 on
                     for c in list(self.clients):
                         c.abort()
             await self._server.wait_closed()

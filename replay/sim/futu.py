@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,8 +34,15 @@ from replay.sim.server import Simulator
 from replay.tcp_server import TcpConn, TcpWireServer
 from schemas.errors import ConfigError
 from schemas.venues import futu_frame as ff
-from schemas.venues.futu import (MARKET_CODES, PUSH_REALTIME, PUSH_REFILL, REFILL_LIMIT, ZONES,
-                                 PacketSplitter, split_symbol)
+from schemas.venues.futu import (
+    MARKET_CODES,
+    PUSH_REALTIME,
+    PUSH_REFILL,
+    REFILL_LIMIT,
+    ZONES,
+    PacketSplitter,
+    split_symbol,
+)
 from schemas.venues.futu_server import FutuServer, TickerData, encode_ticker_push
 
 BASE_EPOCH = 1_700_000_000          # sequences: (BASE_EPOCH + n // 16) << 32 | n * 7
@@ -86,7 +93,7 @@ class Adapter:
         seq = sequence(tick.seq)
         if hist and hist[-1].sequence == seq:
             return hist[-1]                  # the same step again (a dup fault)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ts = round(now.timestamp(), 3)
         volume = int(tick.size)
         t = TickerData(seq, self._local_time(tick.symbol, now), tick.price, volume,

@@ -90,7 +90,7 @@ class Simulator:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def _emit(self, tick: Tick, dup: int = 0) -> None:
@@ -135,6 +135,7 @@ class Simulator:
 
 def make_adapter(venue: str, **options: Any) -> VenueAdapter:
     from importlib import import_module
+
     from schemas.errors import ConfigError
     try:
         mod = import_module(f"replay.sim.{venue}")

@@ -1,0 +1,179 @@
+"""Cutting a day into ``ts_recv`` windows, so a replay's memory does not follow the day.
+
+A window is a half-open ``ts_recv`` range; a day's windows tile it. Every row
+belongs to exactly one window, and all rows that share a ``ts_recv`` fall into
+the same one, so sorting each window by the replay key and handing the windows
+out in order gives exactly the whole-day order (ties included: inside a window
+rows keep the order read, file name then row).
+
+The cuts come from the Parquet footers: each row group's row count and its
+``ts_recv`` min/max, its rows assumed spread evenly over that range. A window
+holds about ``rows`` rows (more where the data is bunched inside a row group).
+
+Two ways to read a day's windows (``Plan``):
+
+- **direct**: each window is a filtered read (row groups pruned by their
+  statistics). Cheap when row groups are narrow in time, as the recorder's
+  rolled files are (arrival order): each row group is decoded about once.
+- **spill**: a sealed day is sorted by symbol, so each row group spans a
+  long time and would be decoded again for every window it overlaps. Instead
+  the day is read once, in order, each batch's rows are routed to their
+  window's Arrow IPC file in a temporary directory, and the windows are then
+  read back one at a time. Memory stays at one batch plus one window; the day
+  costs one extra sequential write and read of its decoded rows on local disk.
+
+``plan`` picks spill when direct reads would decode the day's rows more than
+``MAX_REREAD`` times over.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+WINDOW_ROWS = 131_072
+MAX_WINDOWS = 128                 # per day: bigger windows beyond that (open spill files)
+MAX_REREAD = 1.5
+GRID = 4096                       # resolution of the cut search inside a day
+_IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One row group: its rows and its ``ts_recv`` range (inclusive, ns)."""
+    rows: int
+    lo: int
+    hi: int
+
+
+def row_groups(dataset: ds.FileSystemDataset, lo: int, hi: int) -> list[Group]:
+    """The row groups of ``dataset`` that can hold rows in [lo, hi) (from the footers;
+    a row group without ``ts_recv`` statistics is taken to span the whole range)."""
+    out = []
+    for frag in dataset.get_fragments():
+        md = frag.metadata
+        names = md.schema.names
+        col = names.index("ts_recv") if "ts_recv" in names else None
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            st = rg.column(col).statistics if col is not None else None
+            if st is not None and st.has_min_max:
+                a, b = int(st.min_raw), int(st.max_raw)
+                if b < lo or a >= hi:
+                    continue
+                out.append(Group(rg.num_rows, max(a, lo), min(b, hi - 1)))
+            else:
+                out.append(Group(rg.num_rows, lo, hi - 1))
+    return out
+
+
+def cuts(groups: Sequence[Group], lo: int, hi: int, rows: int = WINDOW_ROWS) -> list[int]:
+    """Window bounds ``[lo, c1, ..., hi]`` so each window holds about ``rows`` rows."""
+    total = sum(g.rows for g in groups)
+    rows = max(rows, -(-total // MAX_WINDOWS))
+    if total <= rows or hi - lo < 2:
+        return [lo, hi]
+    first, last = min(g.lo for g in groups), max(g.hi for g in groups) + 1
+    ends = [x for g in groups for x in (g.lo, g.hi + 1)]
+    grid = np.linspace(first, last, GRID + 1).round().astype(np.int64)
+    grid = np.unique(np.clip(np.concatenate([grid, np.asarray(ends, np.int64), [lo, hi]]), lo, hi))
+    filled = np.zeros(len(grid), np.float64)        # estimated rows < grid[i]
+    for g in groups:
+        width = g.hi - g.lo + 1
+        filled += g.rows * np.clip((grid - g.lo) / width, 0.0, 1.0)
+    marks = np.arange(rows, total, rows)
+    idx = np.unique(np.searchsorted(filled, marks))
+    inner = [int(grid[i]) for i in idx if lo < grid[i] < hi]
+    return [lo, *inner, hi]
+
+
+def rereads(groups: Sequence[Group], bounds: Sequence[int]) -> float:
+    """Rows decoded by direct window reads, over the rows there are."""
+    total = sum(g.rows for g in groups)
+    if not total:
+        return 1.0
+    edges = np.asarray(bounds[1:-1], np.int64)
+    read = sum(g.rows * (1 + int(np.searchsorted(edges, g.hi, "right")
+                                 - np.searchsorted(edges, g.lo, "right")))
+               for g in groups)
+    return read / total
+
+
+@dataclass
+class Spill:
+    """Rows routed to per-(window, table) Arrow IPC files under a temporary directory."""
+    bounds: Sequence[int]
+    dir: tempfile.TemporaryDirectory[str] = field(
+        default_factory=lambda: tempfile.TemporaryDirectory(prefix="tickrec-replay-"))
+    _writers: dict[tuple[int, str], pa.ipc.RecordBatchFileWriter] = field(default_factory=dict)
+    _writers_done: bool = False
+
+    def __post_init__(self) -> None:
+        self._edges = np.asarray(self.bounds[1:-1], np.int64)
+
+    def _path(self, window: int, table: str) -> str:
+        return os.path.join(self.dir.name, f"{window:06d}-{table}.arrow")
+
+    def add(self, table: str, batch: pa.RecordBatch) -> None:
+        """Route ``batch``'s rows to their windows, keeping their order inside each."""
+        if not batch.num_rows:
+            return
+        ts = batch.column("ts_recv").cast(pa.int64()).to_numpy()
+        window = np.searchsorted(self._edges, ts, "right")
+        starts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        if len(starts) * 64 > len(window):
+            # Many short runs (an unsorted file): regroup by window with one take.
+            order = np.argsort(window, kind="stable")
+            batch, window = batch.take(pa.array(order)), window[order]
+            starts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        # Runs of one window, written as zero-copy slices (sealed files: a symbol's
+        # rows are in time order, so each symbol gives one run per window).
+        bounds = [0, *starts.tolist(), len(window)]
+        for a, b in pairwise(bounds):
+            self._writer(int(window[a]), table, batch.schema).write_batch(batch.slice(a, b - a))
+
+    def _writer(self, window: int, table: str, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+        key = (window, table)
+        w = self._writers.get(key)
+        if w is None:
+            w = self._writers[key] = pa.ipc.new_file(self._path(window, table), schema,
+                                                     options=_IPC)
+        return w
+
+    def _finish(self) -> None:
+        writers, self._writers_done = self._writers, True
+        for w in writers.values():
+            w.close()
+
+    def close(self) -> None:
+        """Remove the files (also after a failure half way)."""
+        try:
+            if not self._writers_done:
+                self._finish()
+        finally:
+            self.dir.cleanup()
+
+    def windows(self, tables: Sequence[str]) -> Iterator[list[tuple[str, pa.Table]]]:
+        """Each window's parts, in window order; each file is deleted once read."""
+        self._finish()
+        try:
+            for window in range(len(self.bounds) - 1):
+                parts = []
+                for table in tables:
+                    if (window, table) not in self._writers:
+                        continue
+                    path = self._path(window, table)
+                    with pa.OSFile(path) as fh:
+                        parts.append((table, pa.ipc.open_file(fh).read_all()))
+                    os.unlink(path)
+                if parts:
+                    yield parts
+        finally:
+            self.dir.cleanup()

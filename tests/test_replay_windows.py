@@ -1,0 +1,120 @@
+"""Windowed day reading: any cut of a day into ts_recv windows, read directly or
+through the spill, gives the whole-day order; the fast column conversion gives
+what ``to_pylist`` gives."""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import replay.scan
+from replay.rows import column_values
+from replay.scan import Scan
+from replay.windows import Group, cuts, rereads
+from schemas.tables import EVENT_TABLES, TABLES
+from storage.atomic import write_parquet
+from storage.layout import date_of, partition_dir
+from storage.writer import to_arrow
+from tests.test_replay import UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_store
+
+
+def whole_day(root: Path, **kw: Any) -> Scan:
+    return Scan(root, VENUE, window_rows=10**9, **kw)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(evs=UNIQUE, seed=st.integers(0, 2**16), files=st.integers(1, 4),
+       window=st.integers(1, 8), spill=st.booleans())
+def test_windows_give_the_whole_day_order(evs: list[Any], seed: int, files: int, window: int,
+                                          spill: bool) -> None:
+    """Random stores with dense ts_recv ties across tables and files (and rows of one
+    frame in several files); windows of a few rows, direct or spilled."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "trades").mkdir()
+        write_store(root, evs, random.Random(seed), files=files)
+        want = jsons(sorted(evs, key=order_key))
+        assert jsons(whole_day(root)) == want
+        mp = pytest.MonkeyPatch()
+        mp.setattr(replay.scan, "MAX_REREAD", 0.0 if spill else math.inf)
+        try:
+            scan = Scan(root, VENUE, window_rows=window, chunk_rows=3)
+            assert jsons(scan) == want
+            batches = pa.Table.from_batches(list(scan.iter_batches(batch_rows=4)),
+                                            schema=scan.schema())
+            assert batches.column("table").to_pylist() == [e.TABLE for e in sorted(evs, key=order_key)]
+        finally:
+            mp.undo()
+
+
+def test_a_big_day_is_handed_out_in_windows(tmp_path: Path) -> None:
+    """More rows than a window: several windows, the sealed layout spills, and
+    a duplicated row (a frame stored twice) keeps its place."""
+    events = make_events()
+    by_symbol = sorted(events, key=lambda e: (e.symbol, e.ts_recv))
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for e in by_symbol:
+        groups.setdefault((e.TABLE, date_of(e.ts_recv)), []).append(row_of(e))
+    for (table, date), rows in groups.items():
+        path = partition_dir(tmp_path, table, VENUE, date) / "sealed.parquet"
+        write_parquet(to_arrow(table, rows), path)
+    scan = Scan(tmp_path, VENUE, window_rows=4)
+    days = scan.dates()
+    windows = [w for d in days for w in scan.read_day(d, window_rows=4)]
+    assert len(windows) > len(days)
+    assert jsons(scan) == jsons(sorted(events, key=order_key))
+
+
+def test_cuts_follow_the_row_groups() -> None:
+    day = 1000
+    groups = [Group(100, 0, 99), Group(100, 100, 199), Group(100, 200, day - 1)]
+    bounds = cuts(groups, 0, day, rows=100)
+    assert bounds[0] == 0 and bounds[-1] == day and bounds == sorted(set(bounds))
+    assert len(bounds) - 1 == 3
+    assert rereads(groups, bounds) <= 1.5
+    wide = [Group(100, 0, day - 1) for _ in range(3)]          # sealed: each spans the day
+    assert rereads(wide, cuts(wide, 0, day, rows=100)) >= 3
+    assert cuts(groups, 0, day, rows=10**6) == [0, day]
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.floats(allow_nan=False), st.integers(-2**63, 2**63 - 1),
+                                 st.text(max_size=3)), max_size=40),
+       kind=st.sampled_from(["int64", "float64", "string", "list", "timestamp"]),
+       cut=st.integers(0, 40))
+def test_column_values_is_to_pylist(values: list[Any], kind: str, cut: int) -> None:
+    typ = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(),
+           "list": pa.list_(pa.float64()), "timestamp": TABLES["trades"].field("ts_recv").type}[kind]
+    wanted = [v for v in values if v is None or isinstance(v, {
+        "int64": int, "float64": float, "string": str, "list": float, "timestamp": int}[kind])
+        and not isinstance(v, bool)]
+    if kind == "list":
+        wanted = [None if v is None else [v, v / 2] for v in wanted]
+    if kind == "timestamp":
+        wanted = [None if v is None else abs(v) // 2 for v in wanted]
+    arr = pa.array(wanted, pa.int64() if kind == "timestamp" else typ)
+    if kind == "timestamp":
+        arr = arr.cast(typ)
+    chunked = pa.chunked_array([arr.slice(0, cut), arr.slice(cut)], type=arr.type)
+    expect = arr.cast(pa.int64()).to_pylist() if kind == "timestamp" else arr.to_pylist()
+    assert column_values(chunked) == expect
+    assert column_values(arr.slice(min(cut, len(arr)))) == expect[min(cut, len(arr)):]
+
+
+def test_column_values_of_every_event_column() -> None:
+    for name in EVENT_TABLES:
+        rows = [row_of(e) for e in make_events() if e.TABLE == name]
+        table = to_arrow(name, rows)
+        for col in table.column_names:
+            c = table.column(col)
+            expect = (c.cast(pa.int64()) if pa.types.is_timestamp(c.type) else c).to_pylist()
+            got = column_values(c)
+            assert repr(got) == repr(expect), (name, col)
