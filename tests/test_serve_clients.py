@@ -218,7 +218,11 @@ async def test_the_futu_sdk_receives_the_recorded_packets(
     assert not errors
     reader = ff.PacketReader()
     pushes = [p.raw for p in reader.feed(bytes(raw)) if p.proto_id == 3011]
-    assert want and pushes == want               # header and body, byte for byte
+    # Header and body, byte for byte. Under load the SDK may drop its connection's
+    # unprocessed pushes at the end-of-range close and reconnect: a reconnect is
+    # served the range again from the start, so anything after it is a prefix of it.
+    assert want and pushes[:len(want)] == want
+    assert pushes[len(want):] == want[:len(pushes) - len(want)]
     assert len(ticks) == n_ticks and {c for c, _ in ticks} == set(symbols)
 
 
