@@ -21,7 +21,9 @@ The contract (DESIGN.md, "Replay semantics"):
   order: they are dropped with a warning (``tickrec verify`` should flag them).
 - **Object stores.** ``root`` may be ``s3://bucket/prefix`` (``storage.fs``):
   the same rows, listed with one recursive listing per table and read through
-  pyarrow's S3 filesystem.
+  pyarrow's S3 filesystem. Sealed days are read by their manifest
+  (``storage.liveset``); a day whose objects a seal deleted between the listing
+  and the read is listed and read again.
 - **Files.** Only ``*.parquet`` files are read; hidden temp files (``.<name>.tmp``)
   never are. A file with an older schema (missing columns) reads as nulls.
 
@@ -58,6 +60,7 @@ from replay.rows import RECORD_COLUMNS
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import EVENT_TABLES, TABLES, TS
 from storage.fs import StoreRoot, as_store, is_s3
+from storage.liveset import Manifests
 from storage.layout import DAY_NS, VENUES, date_of, parse_date
 
 log = logging.getLogger("tickrec.replay")
@@ -95,6 +98,7 @@ class Scan:
                  chunk_rows: int = CHUNK_ROWS) -> None:
         self.store: StoreRoot | None = None
         self._listing = {}
+        self._manifests: Manifests | None = None
         if isinstance(root, StoreRoot) or is_s3(root):
             self.store = as_store(root)
             if not self.store.s3:
@@ -154,6 +158,7 @@ class Scan:
         found: set[str] = set()
         self._listing: dict[str, dict[str, list[str]]] = {}     # fresh per pass
         if self.store is not None:
+            self._manifests = Manifests(self.store)
             for table in self.tables:
                 for day in self._remote(table):
                     if (first is None or day >= first) and (last is None or day <= last):
@@ -204,7 +209,7 @@ class Scan:
             return cached
         out: dict[str, list[str]] = self._listing.setdefault(table, {})
         try:
-            paths = self.store.parquet_files(table, self.venue)
+            paths = self.store.parquet_files(table, self.venue, self._manifests)
         except OSError as exc:
             raise StoreError(f"cannot list {table} of {self.venue} in {self.store.uri}: "
                              f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
@@ -231,6 +236,17 @@ class Scan:
         return expr
 
     def _read(self, table: str, date: str, columns: Sequence[str]) -> pa.Table | None:
+        try:
+            return self._read_once(table, date, columns)
+        except StoreError:
+            if self.store is None:
+                raise
+        # a seal switched this day after it was listed and deleted what it replaced
+        self._listing.pop(table, None)
+        self._manifests = Manifests(self.store)
+        return self._read_once(table, date, columns)
+
+    def _read_once(self, table: str, date: str, columns: Sequence[str]) -> pa.Table | None:
         files = self.files(table, date)
         if not files:
             return None

@@ -1,0 +1,155 @@
+"""Sealing on s3:// roots (moto on loopback): compact, status, crash at every step, readers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import pytest
+from click.testing import CliRunner
+
+from recorder.capture import RecvClock
+from replay.scan import Scan
+from schemas.events import Trade
+from storage.catalog import run_query
+from storage.compact import SealOptions, day_state, recover_seals, seal_day, unsealed_days
+from storage.fs import StoreRoot
+from storage.liveset import manifest_rel
+from storage.writer import StoreWriter
+from tests.helpers import record_sim
+from tests.s3server import S3_ENV, moto_endpoint  # noqa: F401 - fixture
+from tickrec.cli import main
+
+D1, D2 = "2024-03-10", "2024-03-11"
+MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+SMALL = SealOptions(row_group_rows=256, file_rows=1024)
+SECRET = "s3cret-Seal-Never-Stored-51c2"
+TABLES = ("raw", "trades", "book", "gaps", "sessions")
+
+
+def cli(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(main, list(args))
+    return res.exit_code, res.output
+
+
+@pytest.fixture(scope="module")
+def bucket(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A bucket holding a template store (an AllTick capture across a past UTC midnight)
+    under ``template/``, with its local journal in ``journal``."""
+    saved = {k: os.environ.get(k) for k in (*S3_ENV, "TICKREC_JOURNAL", "AWS_EC2_METADATA_DISABLED")}
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    for k in S3_ENV:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    name = f"seal-{secrets.token_hex(4)}"
+    journal = tmp_path_factory.mktemp("template-journal")
+    os.environ["TICKREC_JOURNAL"] = str(journal)
+    try:
+        StoreRoot.parse(f"s3://{name}").fs  # noqa: B018 - settings check
+        pafs.S3FileSystem(endpoint_override=moto_endpoint.split("://")[1], scheme="http",
+                          region="us-east-1", access_key="testing", secret_key="testing",
+                          allow_bucket_creation=True).create_dir(name)
+        asyncio.run(record_sim(f"s3://{name}/template", ["AAPL.US", "700.HK"],  # type: ignore[arg-type]
+                               rate=300, steps=700, clock=RecvClock(MIDNIGHT - 1_200_000_000),
+                               flush_rows=400))
+        yield {"env": env, "bucket": name, "journal": journal}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def store(bucket: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreRoot:
+    """A fresh copy of the template store (objects and local journal)."""
+    for k, v in bucket["env"].items():
+        monkeypatch.setenv(k, v)
+    journal = tmp_path / "journal"
+    shutil.copytree(bucket["journal"], journal)
+    monkeypatch.setenv("TICKREC_JOURNAL", str(journal))
+    return copy_store(bucket["bucket"], "template", f"t-{secrets.token_hex(4)}", journal)
+
+
+def copy_store(bucket: str, src: str, dst: str, journal: Path) -> StoreRoot:
+    a = StoreRoot.parse(f"s3://{bucket}/{src}", journal)
+    b = StoreRoot.parse(f"s3://{bucket}/{dst}", journal)
+    sel = pafs.FileSelector(a.base, recursive=True)
+    for info in a.fs.get_file_info(sel):
+        if info.type == pafs.FileType.File:
+            a.fs.copy_file(info.path, b.base + info.path[len(a.base):])
+    return b
+
+
+def answers(store: StoreRoot | str) -> dict[str, Any]:
+    """What readers see: per table, every row (as a multiset) by query; replay digests."""
+    out: dict[str, Any] = {}
+    for table in TABLES:
+        t = run_query(store, f"SELECT * EXCLUDE (venue, date) FROM {table}")
+        out[table] = Counter(tuple(repr(v) for v in row.values()) for row in t.to_pylist())
+    out["scan"] = [len(list(Scan(store, "alltick", kind=k))) for k in ("events", "raw")]
+    return out
+
+
+def replay_digest(root: str) -> str:
+    code, out = cli("replay", "--venue", "alltick", "--root", root, "--speed", "max",
+                    "--clock", "virtual", "--digest")
+    assert code == 0, out
+    return out.strip()
+
+
+def objects(store: StoreRoot) -> list[str]:
+    return [p for t in TABLES for p in store.list_parquet(t)]
+
+
+def test_compact_on_s3_keeps_every_row_and_the_replay_digest(store: StoreRoot) -> None:
+    before = answers(store)
+    digests = replay_digest(store.uri)
+    n_before = len(objects(store))
+    assert sum(before["raw"].values()) > 0 and n_before > 10
+    assert unsealed_days(store, "2100-01-01") == [D1, D2]
+
+    code, out = cli("compact", "--root", store.uri, "--date", D1)
+    assert code == 0, out
+    assert f"{D1}: sealed" in out
+    assert answers(store) == before                   # query and scan: the same rows, once
+    code, out = cli("compact", "--root", store.uri)   # every unsealed day before today
+    assert code == 0 and f"{D2}: sealed" in out, out
+    assert answers(store) == before
+    assert replay_digest(store.uri) == digests
+    assert unsealed_days(store, "2100-01-01") == []
+
+    # the bucket holds only sealed files now: the replaced objects are gone
+    names = [p.rsplit("/", 1)[1] for p in objects(store)]
+    assert names and all(n.startswith("sealed-") for n in names) and len(names) < n_before
+    for date in (D1, D2):
+        m = store.read_json(manifest_rel(date))
+        for table in ("raw", "trades", "book"):
+            n = run_query(store, f"SELECT count(*) AS n FROM {table} "
+                                 f"WHERE date = DATE '{date}'").to_pylist()[0]["n"]
+            assert m["tables"][table]["alltick"]["rows"] == n > 0
+        st = day_state(store, date)
+        assert st.sealed and not st.garbage
+    # the journal (local) is trimmed once both days are sealed and checked
+    assert not list((Path(os.environ["TICKREC_JOURNAL"]) / "journal" / "alltick").glob("2*"))
+    code, out = cli("verify", "--root", store.uri)
+    assert code == 0 and out.splitlines()[-1].endswith("checked: ok"), out
+    code, out = cli("status", "--root", store.uri)
+    assert code == 0 and f"{D1}  sealed" in out and f"{D2}  sealed" in out, out
+    # nothing written anywhere holds the S3 secret
+    written = [p for p in Path(os.environ["TICKREC_JOURNAL"]).rglob("*") if p.is_file()]
+    blobs = [store.fs.open_input_stream(p).read() for p in objects(store)]
+    blobs += [store.fs.open_input_stream(store.join(manifest_rel(d))).read() for d in (D1, D2)]
+    assert not [p for p in written if SECRET.encode() in p.read_bytes()]
+    assert not [b for b in blobs if SECRET.encode() in b]
