@@ -153,3 +153,88 @@ def test_compact_on_s3_keeps_every_row_and_the_replay_digest(store: StoreRoot) -
     blobs += [store.fs.open_input_stream(store.join(manifest_rel(d))).read() for d in (D1, D2)]
     assert not [p for p in written if SECRET.encode() in p.read_bytes()]
     assert not [b for b in blobs if SECRET.encode() in b]
+
+
+class Crash(BaseException):
+    """A kill -9: raised by the k-th write or delete of the store and every one after it."""
+
+
+def _crashing(monkeypatch: pytest.MonkeyPatch, k: int) -> list[str]:
+    """Make the store's mutations (object upload, JSON write, delete) die from the k-th on."""
+    calls: list[str] = []
+    for name in ("upload", "write_json", "delete"):
+        real = getattr(StoreRoot, name)
+
+        def f(self: StoreRoot, *a: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(f"{_name} {a[-1] if _name != 'write_json' else a[0]}")
+            if len(calls) > k:
+                raise Crash(f"crash at step {len(calls)}: {calls[-1]}")
+            return _real(self, *a)
+        monkeypatch.setattr(StoreRoot, name, f)
+    return calls
+
+
+def live_sets(store: StoreRoot) -> dict[str, set[str]]:
+    """Per partition, the names of the files readers read."""
+    out: dict[str, set[str]] = {}
+    for table in TABLES:
+        for p in store.parquet_files(table):
+            part, name = p.rsplit("/", 1)
+            out.setdefault(part[len(store.base) + 1:], set()).add(name)
+    return out
+
+
+def counts(store: StoreRoot) -> dict[str, tuple[int, int]]:
+    """Per table, (rows, distinct (session, frame, pos)) by query: a duplicate or a lost
+    row changes one of them; plus the raw rows a replay scan reads."""
+    key = {"raw": "session, frame", "sessions": "session"}
+    sql = " UNION ALL ".join(
+        f"SELECT '{t}' AS t, count(*) AS n, count(DISTINCT ({key.get(t, 'session, frame, pos')}))"
+        f" AS k FROM {t}" for t in TABLES)
+    out = {r["t"]: (r["n"], r["k"]) for r in run_query(store, sql).to_pylist()}
+    out["scan"] = (len(list(Scan(store, "alltick", kind="raw"))), 0)
+    return out
+
+
+def test_a_crash_at_every_step_of_the_s3_seal_leaves_old_or_new(
+        bucket: dict[str, Any], store: StoreRoot, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("storage.seallock.SETTLE_S", 0.0)
+    want = counts(store)
+    assert all(n == k for t, (n, k) in want.items() if t != "scan"), want
+    assert min(want[t][0] for t in ("raw", "trades", "book", "sessions")) > 0, want
+    old = live_sets(store)
+    pristine = copy_store(bucket["bucket"], store.base.split("/", 1)[1], "pristine-"
+                          + secrets.token_hex(3), store.journal)
+    shutil.copytree(store.journal, tmp_path / "pristine-journal")
+    with pytest.MonkeyPatch.context() as mp:
+        steps = _crashing(mp, 10**9)
+        assert seal_day(store, D1, options=SMALL).ok
+    new = live_sets(store)
+    kinds = Counter(s.split()[0] for s in steps)
+    assert kinds["upload"] >= 3 and kinds["delete"] >= 5 and kinds["write_json"] >= 4, kinds
+    assert steps.index(f"write_json {manifest_rel(D1)}") > max(
+        i for i, s in enumerate(steps) if s.startswith("upload"))
+    for k in range(len(steps)):
+        journal = tmp_path / f"j{k}"
+        shutil.copytree(tmp_path / "pristine-journal", journal)
+        root = copy_store(bucket["bucket"], pristine.base.split("/", 1)[1], f"k{k}-"
+                          + secrets.token_hex(3), journal)
+        with pytest.MonkeyPatch.context() as mp:
+            _crashing(mp, k)
+            with pytest.raises(Crash):
+                seal_day(root, D1, options=SMALL)
+        # what a reader sees right after the crash: each partition old or new, each row once
+        for part, names in live_sets(root).items():
+            assert names == old[part] or (all(n.startswith("sealed-") for n in names)
+                                          and len(names) == len(new[part])), (k, steps[k], names)
+        assert counts(root) == want, (k, steps[k])
+        # recovery (the next seal) finishes the work: sealed, no garbage, the same rows
+        assert seal_day(root, D1, options=SMALL).ok, k
+        live = live_sets(root)
+        assert {p for p in live if D1 in p} == {p for p in new if D1 in p}, k
+        assert all(n.startswith("sealed-") for p, names in live.items() if D1 in p
+                   for n in names), k
+        assert counts(root) == want, k
+        assert len(objects(root)) == sum(map(len, live.values())), k    # garbage collected
+        assert not root.exists("manifests/.seal-lease.json"), k
