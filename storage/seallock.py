@@ -58,17 +58,21 @@ class SealLock:
         if held and not self._free(held):
             raise self._busy(held)
         self.lease = {"owner": new_session_id(), "host": host_name(), "pid": os.getpid()}
-        self.renew()
+        self.renew(force=True)
         time.sleep(SETTLE_S)
         held = self.store.read_json(LEASE_REL)
         if not held or held.get("owner") != self.lease["owner"]:
             raise self._busy(held or {})
         return self
 
-    def renew(self) -> None:
-        """Push the lease's expiry ``LEASE_S`` ahead (object stores)."""
-        if self.store.s3:
-            self.lease["expires_ns"] = time.time_ns() + int(LEASE_S * 1e9)
+    def renew(self, force: bool = False) -> None:
+        """Push the lease's expiry ``LEASE_S`` ahead once half of it has passed (object
+        stores; ``force``: now)."""
+        if not self.store.s3:
+            return
+        now = time.time_ns()
+        if force or int(self.lease.get("expires_ns", 0)) - now < LEASE_S * 1e9 / 2:
+            self.lease["expires_ns"] = now + int(LEASE_S * 1e9)
             self.store.write_json(LEASE_REL, self.lease)
 
     def __exit__(self, *exc: object) -> None:

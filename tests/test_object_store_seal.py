@@ -25,7 +25,7 @@ from storage.fs import StoreRoot
 from storage.liveset import manifest_rel
 from storage.writer import StoreWriter
 from tests.helpers import record_sim
-from tests.s3server import S3_ENV, moto_endpoint  # noqa: F401 - fixture
+from tests.s3server import S3_ENV, moto_process  # noqa: F401 - fixture
 from tickrec.cli import main
 
 D1, D2 = "2024-03-10", "2024-03-11"
@@ -41,10 +41,11 @@ def cli(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def bucket(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def bucket(moto_process: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A bucket holding a template store (an AllTick capture across a past UTC midnight)
     under ``template/``, with its local journal in ``journal``."""
     saved = {k: os.environ.get(k) for k in (*S3_ENV, "TICKREC_JOURNAL", "AWS_EC2_METADATA_DISABLED")}
+    moto_endpoint = moto_process
     env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_REGION": "us-east-1",
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
            "AWS_EC2_METADATA_DISABLED": "true"}
@@ -196,6 +197,7 @@ def counts(store: StoreRoot) -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_a_crash_at_every_step_of_the_s3_seal_leaves_old_or_new(
         bucket: dict[str, Any], store: StoreRoot, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,7 +214,7 @@ def test_a_crash_at_every_step_of_the_s3_seal_leaves_old_or_new(
         assert seal_day(store, D1, options=SMALL).ok
     new = live_sets(store)
     kinds = Counter(s.split()[0] for s in steps)
-    assert kinds["upload"] >= 3 and kinds["delete"] >= 5 and kinds["write_json"] >= 4, kinds
+    assert kinds["upload"] >= 3 and kinds["delete"] >= 5 and kinds["write_json"] == 2, kinds   # lease, manifest
     assert steps.index(f"write_json {manifest_rel(D1)}") > max(
         i for i, s in enumerate(steps) if s.startswith("upload"))
     for k in range(len(steps)):
