@@ -209,14 +209,6 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
     assert counts == len(raw) == sum(journaled.values())
 
 
-@pytest.mark.parametrize("args", [["compact"], ["status"]])
-def test_unsupported_commands_refuse_s3_roots_in_one_line(args: list[str]) -> None:
-    res = CliRunner().invoke(main, [*args, "--root", "s3://bucket/prefix"])
-    assert res.exit_code == 2
-    assert res.output.strip().splitlines() == [
-        f"tickrec: error: tickrec {args[0]}: not supported on s3:// roots yet"]
-
-
 def test_journal_option_is_only_for_s3_roots(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["record", "alltick", "--url", "ws://127.0.0.1:1",
                                     "--symbols", "X", "--root", str(tmp_path),
@@ -225,9 +217,60 @@ def test_journal_option_is_only_for_s3_roots(tmp_path: Path) -> None:
     assert "--journal is only for s3:// roots" in res.output
 
 
-def test_daemon_refuses_s3_root(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('root = "s3://bucket/prefix"\n')
-    res = CliRunner().invoke(main, ["daemon", "--config", str(cfg)])
-    assert res.exit_code == 2, res.output
-    assert "not supported on s3:// roots yet" in res.output
+async def test_daemon_on_an_s3_root_records_and_seals(s3_env: dict[str, str], tmp_path: Path
+                                                      ) -> None:
+    """The daemon with ``root = "s3://…"`` in its config: journal, status and lock on local
+    disk, rolled files and the seal of the finished day in the bucket."""
+    from recorder.capture import RecvClock
+    from recorder.config import load
+    from recorder.daemon import Daemon
+    from replay.sim.server import Simulator, make_adapter
+    from storage.compact import day_state
+    from storage.layout import date_of
+    from storage.liveset import manifest_rel
+    from tests.test_daemon import D1, D2, MIDNIGHT, _until
+
+    sim = Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=150, seed=3)
+    await sim.start()
+    journal = tmp_path / "daemon-journal"
+    cfg_file = tmp_path / "capture.toml"
+    cfg_file.write_text(
+        f'root = "{s3_env["root"]}"\njournal = "daemon-journal"\nstatus_interval = 0.3\n'
+        '[seal]\nat = "00:00:01"\nrow_group_rows = 256\nfile_rows = 2048\n'
+        f'[feeds.at]\nvenue = "alltick"\nurl = "{sim.url}"\nsymbols = ["AAPL.US", "700.HK"]\n'
+        'reconnect_min = 0.2\nflush_seconds = 0.5\n')
+    cfg = load(cfg_file)
+    store = cfg.root
+    assert isinstance(store, StoreRoot) and store.journal == journal
+    d = Daemon(cfg, clock=RecvClock(MIDNIGHT - 2_500_000_000))
+    task = asyncio.create_task(d.run())
+    try:
+        await _until(lambda: d.seal["last_date"] == D1, 30, "the seal of D1")
+        assert d.seal["last_ok"], d.seal
+        await asyncio.sleep(0.5)
+        assert (journal / "status" / "daemon.json").exists()
+        assert (journal / "status" / "daemon.lock").exists()
+        res = CliRunner().invoke(main, ["status", "--root", store.uri, "--journal", str(journal)])
+        assert res.exit_code == 0 and "at  " in res.output and f"{D1}  sealed" in res.output, \
+            res.output
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, 20)
+        await sim.stop()
+    # nothing of the journal or the status went to the bucket
+    assert not store.exists("journal") and not store.exists("status")
+    assert list((journal / "journal" / "at").iterdir())
+    assert day_state(store, D1).sealed and store.read_json(manifest_rel(D1))
+    names = [p.rsplit("/", 1)[1] for p in store.parquet_files("raw")]
+    assert any(n.startswith("sealed-") for n in names)           # D1, sealed
+    assert any(not n.startswith("sealed-") for n in names)       # D2, rolled files
+    res = CliRunner().invoke(main, ["compact", "--root", store.uri, "--journal", str(journal),
+                                    "--date", D2])
+    assert res.exit_code == 0 and f"{D2}: sealed" in res.output, res.output
+    local = tmp_path / "copy"
+    download(store, local)
+    raw = read_table(local, "raw")
+    assert len({(r["session"], r["frame"]) for r in raw}) == len(raw) > 0
+    assert {date_of(r["ts_recv"]) for r in raw} == {D1, D2}
+    res = CliRunner().invoke(main, ["verify", "--root", store.uri, "--journal", str(journal)])
+    assert res.exit_code == 0 and res.output.splitlines()[-1].endswith("checked: ok"), res.output

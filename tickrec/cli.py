@@ -236,13 +236,14 @@ def gaps(root: str | None, venue: str | None, date: str | None, fmt: str) -> Non
 
 @main.command()
 @root_option()
-def verify(root: str | None) -> None:
+@journal_option()
+def verify(root: str | None, journal: str | None) -> None:
     """Integrity check: files, schema versions, journals, and every row re-derived from raw.
 
     Exit status 1 when anything is wrong.
     """
     from tickrec.verify import verify as run_verify
-    report = run_verify(resolve_root(root, must_exist=True))
+    report = run_verify(resolve_root(root, must_exist=True, journal=journal))
     for line in report.notes:
         click.echo(f"note: {line}")
     for line in report.problems:
