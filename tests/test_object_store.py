@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -174,10 +175,20 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         url = sim.stdout.readline().strip()
         assert url.startswith("ws://127.0.0.1:")
         procs = {h: tickrec("record", "alltick", "--url", url, "--symbols", "AAPL.US,700.HK",
-                            "--root", root, "--duration", "3", "--flush-seconds", "0.5",
+                            "--root", root, "--duration", "6", "--flush-seconds", "0.5",
                             env={**env, "TICKREC_HOST": h,
                                  "TICKREC_JOURNAL": str(tmp_path / h)})
                  for h in ("hosta", "hostb")}
+        # a seal of the day while both hosts still publish into it (a third host's compact)
+        store = StoreRoot.parse(root)
+        deadline = time.monotonic() + 20
+        while len(store.list_parquet("raw")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [day] = {p.split("/date=")[1][:10] for p in store.list_parquet("raw")}
+        from storage.compact import seal_day
+        report = seal_day(StoreRoot.parse(root, tmp_path / "hostc"), day)
+        assert report.ok and report.sealed, report.lines()
+        assert all(p.poll() is None for p in procs.values())    # both still recording
         for h, p in procs.items():
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
@@ -185,10 +196,16 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         sim.send_signal(signal.SIGTERM)
         sim.communicate(timeout=10)
 
-    store = StoreRoot.parse(root)
+    # files published after the seal are late files: live beside the sealed ones
+    from storage.compact import day_state
+    state = day_state(store, day)
+    assert state.manifest is not None and state.late and not state.sealed
     objects = [p for t in TABLES for p in store.parquet_files(t)]
     names = [p.rsplit("/", 1)[1] for p in objects]
-    assert len(set(names)) == len(names)
+    sealed = [n for n in names if n.startswith("sealed-")]
+    assert len(set(names) - set(sealed)) == len(names) - len(sealed)  # rolled names: unique
+    assert sealed
+    rolled = len(names) - len(sealed)
     written = 0
     journaled: dict[str, int] = {}
     for h in ("hosta", "hostb"):
@@ -197,7 +214,7 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         written += json.loads((run_dir / "checkpoint.json").read_text())["next_file"]
         journaled[h] = len(read_journal(run_dir)[0])
         assert sum(f"-{h}-" in n for n in names) > 2         # several rolled files each
-    assert written == len(objects)      # every file each writer wrote is there: none overwritten
+    assert written > rolled > 0     # the files written before the seal are in sealed ones
     local = tmp_path / "copy"
     download(store, local)
     raw = read_table(local, "raw")
@@ -207,6 +224,31 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
     assert {s["host"] for s in read_table(local, "sessions")} == {"hosta", "hostb"}
     counts = run_query(root, "SELECT count(*) AS n FROM raw").to_pylist()[0]["n"]
     assert counts == len(raw) == sum(journaled.values())
+    # a second seal merges the late files: the same rows, one sealed set
+    sealer = {**env, "TICKREC_JOURNAL": str(tmp_path / "hostc")}
+    seal = subprocess.run([sys.executable, "-m", "tickrec", "compact", "--root", root,
+                           "--date", day], env=sealer, text=True, capture_output=True)
+    assert seal.returncode == 0 and f"{day}: sealed" in seal.stdout, seal.stderr
+    assert day_state(store, day).sealed
+    assert all(p.rsplit("/", 1)[1].startswith("sealed-") for t in TABLES
+               for p in store.list_parquet(t))
+    again = run_query(root, "SELECT count(*) AS n, count(DISTINCT (session, frame)) AS k "
+                            "FROM raw").to_pylist()[0]
+    assert again == {"n": len(raw), "k": len(raw)}
+
+
+def test_a_second_seal_on_the_same_store_is_refused_in_one_line(s3_env: dict[str, str]) -> None:
+    store = StoreRoot.parse(s3_env["root"])
+    store.write_json("raw/venue=alltick/date=2024-01-02/x.json", {})      # the store exists
+    from storage.seallock import LEASE_REL
+    store.write_json(LEASE_REL, {"owner": "other", "host": "elsewhere", "pid": 1,
+                                 "expires_ns": time.time_ns() + 60 * 10**9})
+    res = CliRunner().invoke(main, ["compact", "--root", s3_env["root"], "--date", "2024-01-02"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        f"tickrec: error: another seal is running on {s3_env['root']} (host elsewhere, pid 1); "
+        "its lease manifests/.seal-lease.json expires within 60 minutes"]
+    assert store.read_json(LEASE_REL)["owner"] == "other"            # left alone
 
 
 def test_journal_option_is_only_for_s3_roots(tmp_path: Path) -> None:
