@@ -134,6 +134,10 @@ def _run(root: Path | str | StoreRoot, statements: list[Any]) -> pa.Table:
         return result
     except (duckdb.IOException, OSError) as exc:
         raise StoreError(f"store read failed: {_one_line(exc)}") from None
+    except duckdb.InvalidInputException as exc:
+        if "IOError" not in str(exc):       # an Arrow dataset (object store) that failed a read
+            raise ConfigError(f"SQL error: {_one_line(exc)}") from None
+        raise StoreError(f"store read failed: {_one_line(exc)}") from None
     except duckdb.Error as exc:
         raise ConfigError(f"SQL error: {_one_line(exc)}") from None
     finally:

@@ -240,3 +240,32 @@ def test_a_crash_at_every_step_of_the_s3_seal_leaves_old_or_new(
         assert counts(root) == want, k
         assert len(objects(root)) == sum(map(len, live.values())), k    # garbage collected
         assert not root.exists("manifests/.seal-lease.json"), k
+
+
+def test_readers_that_listed_before_a_seal_read_again_after_its_deletes(
+        store: StoreRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storage.catalog as catalog
+    want = counts(store)
+    sql = "SELECT count(*) AS n, count(DISTINCT (session, frame)) AS k FROM raw"
+    rows = run_query(store, sql).to_pylist()[0]
+    real = catalog.connect
+    sealed: list[str] = []
+
+    def listed_then_sealed(root: Any) -> Any:
+        con = real(root)               # the views hold the rolled files' list
+        if not sealed:
+            sealed.append(D1)
+            assert seal_day(store, D1, options=SMALL).ok     # ... which the seal deletes
+        return con
+
+    monkeypatch.setattr(catalog, "connect", listed_then_sealed)
+    assert run_query(store, sql).to_pylist()[0] == rows       # read again, once
+    monkeypatch.undo()
+    # replay: the scan listed D2 before its seal, reads it after
+    scan = Scan(store, "alltick", kind="raw")
+    assert scan.dates() == [D1, D2]
+    d2 = run_query(store, f"SELECT count(*) AS n FROM raw WHERE date = DATE '{D2}'")
+    assert seal_day(store, D2, options=SMALL).ok
+    day = scan.read_day(D2)                     # the listing it holds names deleted objects
+    assert day is not None and day.rows == d2.to_pylist()[0]["n"] > 0
+    assert counts(store) == want
