@@ -226,13 +226,15 @@ def _manifest_of(store: StoreRoot, date: str, manifests: Manifests | None) -> An
 
 @dataclass
 class DayState:
+    """One date of the store. Files are ``Path``s for local roots, object paths
+    (``bucket/prefix/…``) for object stores."""
     date: str
-    partitions: dict[tuple[str, str], list[str]]        # (table, venue) -> live files now
+    partitions: dict[tuple[str, str], list[Any]]        # (table, venue) -> live files now
     manifest: dict[str, Any] | None
-    late: dict[tuple[str, str], list[str]]               # live files the manifest lacks
+    late: dict[tuple[str, str], list[Any]]               # live files the manifest lacks
     unsealed: list[tuple[str, str]]                      # partitions the manifest lacks
     pending_intent: bool
-    garbage: list[str] = field(default_factory=list)     # replaced, not yet deleted
+    garbage: list[Any] = field(default_factory=list)     # replaced, not yet deleted
 
     @property
     def sealed(self) -> bool:
@@ -246,19 +248,20 @@ def day_state(root: Root, date: str, venues: set[str] | None = None, *,
     if listing is None:
         listing = list_store(store, date)
     manifest = _manifest_of(store, date, manifests)
-    parts: dict[tuple[str, str], list[str]] = {}
-    late: dict[tuple[str, str], list[str]] = {}
+    parts: dict[tuple[str, str], list[Any]] = {}
+    late: dict[tuple[str, str], list[Any]] = {}
     unsealed: list[tuple[str, str]] = []
-    garbage: list[str] = []
+    garbage: list[Any] = []
+    as_file: Callable[[str], Any] = str if store.s3 else Path
     for (table, venue, d), paths in sorted(listing.items()):
         if d != date or (venues is not None and venue not in venues):
             continue
         entry = entry_of(manifest, table, venue)
         part = classify(paths, entry)
-        garbage += part.garbage
+        garbage += map(as_file, part.garbage)
         if not part.live:
             continue
-        parts[(table, venue)] = part.live
+        parts[(table, venue)] = list(map(as_file, part.live))
         if entry is None or part.missing:
             unsealed.append((table, venue))      # never sealed, or sealed files missing
             continue
@@ -297,7 +300,7 @@ def _collect(store: StoreRoot, listing: Listing) -> list[str]:
     for date in dates:
         garbage = day_state(store, date, listing=listing, manifests=manifests).garbage
         for path in garbage:
-            store.delete(path[len(store.base) + 1:])
+            store.delete(str(path)[len(store.base) + 1:])
         if garbage:
             done.append(date)
     return done

@@ -26,6 +26,7 @@ thousands of names.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +43,8 @@ def manifest_rel(date: str) -> str:
     return f"manifests/date={date}/manifest.json"
 
 
-def base_name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+def base_name(path: str | os.PathLike[str]) -> str:
+    return os.fspath(path).replace(os.sep, "/").rsplit("/", 1)[-1]
 
 
 def is_sealed(name: str) -> bool:
