@@ -379,10 +379,11 @@ class Daemon:
     # -- reload ---------------------------------------------------------------------------
     async def _reload(self) -> None:
         async with self._reload_lock:
-            if self.cfg.path is None:
+            path = self.cfg.path
+            if path is None:
                 return
             try:
-                new = await asyncio.to_thread(lambda: load(self.cfg.path, **self._given))
+                new = await asyncio.to_thread(lambda: load(path, **self._given))
             except ConfigError as exc:
                 _event(logging.ERROR, "reload_refused", f"config not reloaded: {exc}")
                 return

@@ -118,7 +118,7 @@ def run_query(root: Path | str | StoreRoot, sql: str) -> pa.Table:
     try:
         return _run(root, statements)
     except StoreError:
-        if not (isinstance(root, StoreRoot) and root.s3 or is_s3(root)):
+        if not (root.s3 if isinstance(root, StoreRoot) else is_s3(root)):
             raise
         return _run(root, statements)       # a seal deleted a listed object: list again
 

@@ -460,7 +460,7 @@ def _session_counts(store: StoreRoot, con: Any, files: Sequence[Path | str],
                     local: bool) -> dict[str, int]:
     """Raw rows per session in ``files`` (local paths, or objects of ``store``)."""
     if local or not store.s3:
-        return dict(sealio.scalar_rows(con, list(files),  # type: ignore[arg-type]
+        return dict(sealio.scalar_rows(con, files,
                                        "SELECT session, count(*) FROM {files} GROUP BY session"))
     if not files:
         return {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import shutil
@@ -18,12 +17,10 @@ from click.testing import CliRunner
 
 from recorder.capture import RecvClock
 from replay.scan import Scan
-from schemas.events import Trade
 from storage.catalog import run_query
 from storage.compact import SealOptions, day_state, recover_seals, seal_day, unsealed_days
 from storage.fs import StoreRoot
 from storage.liveset import manifest_rel
-from storage.writer import StoreWriter
 from tests.helpers import record_sim
 from tests.s3server import S3_ENV, moto_process  # noqa: F401 - fixture
 from tickrec.cli import main
