@@ -24,7 +24,8 @@ from schemas.errors import ConfigError
 from schemas.schedule import TradingHours, zone
 from schemas.venues import get
 from storage.compact import SealOptions
-from storage.layout import default_root, safe_name
+from storage.fs import StoreRoot, is_s3
+from storage.layout import safe_name
 
 _NS = 1_000_000_000
 _FEED_KEYS = {"venue", "url", "symbols", "options", "credentials", "schedule", "flush_seconds",
@@ -113,7 +114,7 @@ class SealConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    root: Path
+    root: Path | StoreRoot          # StoreRoot for s3:// roots (journal on local disk)
     feeds: dict[str, FeedConfig]
     seal: SealConfig = field(default_factory=SealConfig)
     status_interval: float = 5.0
@@ -233,16 +234,13 @@ def _seal(raw: Any) -> SealConfig:
                       roll_runs=bool(raw.get("roll_runs", True)), options=opts)
 
 
-def parse(data: dict[str, Any], path: Path | None = None) -> DaemonConfig:
-    unknown = set(data) - {"root", "feeds", "seal", "status_interval", "metrics_port"}
+def parse(data: dict[str, Any], path: Path | None = None, *, root: str | None = None,
+          journal: str | None = None) -> DaemonConfig:
+    """The config in ``data`` (from ``path``); ``root``/``journal`` override its keys."""
+    unknown = set(data) - {"root", "journal", "feeds", "seal", "status_interval", "metrics_port"}
     if unknown:
         raise ConfigError(f"config: unknown key(s) {', '.join(sorted(unknown))}")
-    if str(data.get("root", "")).startswith("s3://") or (
-            "root" not in data and os.environ.get("TICKREC_ROOT", "").startswith("s3://")):
-        raise ConfigError("tickrec daemon: not supported on s3:// roots yet")
-    root = Path(data["root"]) if "root" in data else default_root()
-    if path is not None and not root.is_absolute():
-        root = (path.parent / root)
+    store = _root(data, path, root, journal)
     feeds_raw = _type(data.get("feeds", {}), dict, "feeds")
     feeds = {name: _feed(name, raw) for name, raw in feeds_raw.items()}
     port = data.get("metrics_port")
@@ -251,11 +249,36 @@ def parse(data: dict[str, Any], path: Path | None = None) -> DaemonConfig:
     interval = float(_type(data.get("status_interval", 5.0), (int, float), "status_interval"))
     if interval <= 0:
         raise ConfigError("status_interval must be positive")
-    return DaemonConfig(root=root, feeds=feeds, seal=_seal(data.get("seal", {})),
+    return DaemonConfig(root=store, feeds=feeds, seal=_seal(data.get("seal", {})),
                         status_interval=interval, metrics_port=port, path=path)
 
 
-def load(path: Path | str) -> DaemonConfig:
+def _root(data: dict[str, Any], path: Path | None, root: str | None,
+          journal: str | None) -> Path | StoreRoot:
+    """The store root: ``root`` (the command line), else the file's ``root`` (relative
+    to the file's directory), else ``$TICKREC_ROOT``, else ``./data``. An ``s3://`` root
+    keeps its journal (and the daemon's status and lock) in a local directory:
+    ``journal`` (command line or file), else ``$TICKREC_JOURNAL``, else the XDG cache."""
+    from_file = root is None and "root" in data
+    text = (root or _type(data.get("root", ""), str, "root") or os.environ.get("TICKREC_ROOT")
+            or "./data")
+    if journal is None and "journal" in data:
+        journal = _type(data["journal"], str, "journal")
+        if path is not None and not Path(journal).is_absolute():
+            journal = str(path.parent / journal)
+    if is_s3(text):
+        return StoreRoot.parse(text, journal)
+    if journal:
+        raise ConfigError("journal is only for s3:// roots (a local root keeps its journal "
+                          "in ROOT/journal)")
+    out = Path(text)
+    if from_file and path is not None and not out.is_absolute():
+        out = path.parent / out
+    return out
+
+
+def load(path: Path | str, *, root: str | None = None, journal: str | None = None
+         ) -> DaemonConfig:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -264,4 +287,4 @@ def load(path: Path | str) -> DaemonConfig:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r}: {exc}") from None
-    return parse(data, path)
+    return parse(data, path, root=root, journal=journal)

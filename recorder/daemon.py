@@ -16,6 +16,10 @@ start, interrupted seals are finished and missed days are sealed too.
 Before any feed connects, every feed directory of the journal is recovered
 (runs a killed process left are published into Parquet).
 
+An ``s3://`` root (``storage.fs``): rolled files and seals go to the bucket; the
+journal runs, the status file and the daemon's lock stay in the root's local
+journal directory (``Daemon.local``).
+
 Signals: SIGTERM/SIGINT stop reading, publish everything and return (exit 0);
 SIGHUP reloads the config file: feeds added, removed or changed are started,
 stopped or restarted; a feed whose config is unchanged keeps its connection
@@ -50,6 +54,7 @@ from schemas.events import Status
 from schemas.venues import get
 from storage import compact
 from storage.atomic import write_json
+from storage.fs import StoreRoot
 from storage.journal_trim import TRASH, unfinished_runs
 from storage.layout import DAY_NS, date_of
 
@@ -246,8 +251,8 @@ class FeedRunner:
         last = (cap.last_in_ns if cap and cap.last_in_ns else None) or h.last_frame_ns
         age = None if last is None else max(0.0, (now - last) / 1e9)
         live = cap.dir.name if cap else None
-        feed_dir = self.d.root / "journal" / self.cfg.name
-        unfinished = [p for p in unfinished_runs(self.d.root, self.cfg.name) if p.name != live]
+        feed_dir = self.d.local / "journal" / self.cfg.name
+        unfinished = [p for p in unfinished_runs(self.d.local, self.cfg.name) if p.name != live]
         runs = [p for p in feed_dir.glob("*") if p.is_dir() and not p.name.startswith(TRASH)] \
             if feed_dir.is_dir() else []
         stale_after = self.cfg.stale_after or get(self.cfg.venue).client.idle_timeout / 2
@@ -270,9 +275,13 @@ class FeedRunner:
 class Daemon:
     """The capture daemon for one store root. ``run()`` until ``stop()``."""
 
-    def __init__(self, config: DaemonConfig, *, clock: RecvClock | None = None) -> None:
+    def __init__(self, config: DaemonConfig, *, clock: RecvClock | None = None,
+                 root: str | None = None, journal: str | None = None) -> None:
         self.cfg = config
         self.root = config.root
+        # journal runs, the status file and the lock: on local disk, also for s3:// roots
+        self.local: Path = self.root.journal if isinstance(self.root, StoreRoot) else self.root
+        self._given = {"root": root, "journal": journal}       # command-line overrides
         self.clock = clock
         self.now: Callable[[], int] = clock.now if clock is not None else time.time_ns
         self.runners: dict[str, FeedRunner] = {}
@@ -343,7 +352,7 @@ class Daemon:
         for date in compact.recover_seals(self.root):
             _event(logging.WARNING, "seal_recovered", f"finished the interrupted seal of {date}",
                    date=date)
-        base = self.root / "journal"
+        base = self.local / "journal"
         feeds = set(self.cfg.feeds)
         if base.is_dir():
             feeds |= {p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")}
@@ -370,14 +379,15 @@ class Daemon:
     # -- reload ---------------------------------------------------------------------------
     async def _reload(self) -> None:
         async with self._reload_lock:
-            if self.cfg.path is None:
+            path = self.cfg.path
+            if path is None:
                 return
             try:
-                new = await asyncio.to_thread(load, self.cfg.path)
+                new = await asyncio.to_thread(lambda: load(path, **self._given))
             except ConfigError as exc:
                 _event(logging.ERROR, "reload_refused", f"config not reloaded: {exc}")
                 return
-            if new.root.resolve() != self.root.resolve():
+            if _where(new.root) != _where(self.root):
                 _event(logging.WARNING, "reload_root", "a new root takes effect at restart only")
                 new = replace(new, root=self.root)
             added, removed, changed = [], [], []
@@ -497,10 +507,17 @@ class Daemon:
             await asyncio.sleep(self.cfg.status_interval)
 
 
-def run_daemon(config_path: Path | str, *, clock: RecvClock | None = None) -> None:
-    """Load the config and run until SIGTERM/SIGINT; SIGHUP reloads."""
-    cfg = load(config_path)
-    daemon = Daemon(cfg, clock=clock)
+def _where(root: Path | StoreRoot) -> str:
+    return root.uri if isinstance(root, StoreRoot) else str(root.resolve())
+
+
+def run_daemon(config_path: Path | str, *, clock: RecvClock | None = None,
+               root: str | None = None, journal: str | None = None) -> None:
+    """Load the config and run until SIGTERM/SIGINT; SIGHUP reloads.
+
+    ``root`` / ``journal`` override the config file's (``tickrec daemon --root``)."""
+    cfg = load(config_path, root=root, journal=journal)
+    daemon = Daemon(cfg, clock=clock, root=root, journal=journal)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -20,13 +20,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from storage.fs import StoreRoot
+
 STATES = ("starting", "connecting", "connected", "disconnected", "closed", "backoff", "parked",
           "stopped", "disabled")
 RATE_WINDOW_S = 60.0
 
 
-def status_file(root: Path) -> Path:
-    return root / "status" / "daemon.json"
+def status_file(root: Path | StoreRoot) -> Path:
+    """Where the daemon's status snapshot is: ``ROOT/status/daemon.json``; for an
+    object-store root, under its local journal directory (``storage.fs``)."""
+    local = root.journal if isinstance(root, StoreRoot) else Path(root)
+    return local / "status" / "daemon.json"
 
 
 def iso(ns: int | None) -> str | None:

@@ -24,7 +24,9 @@ The contract (DESIGN.md, "Replay semantics"):
   dropped with a warning (``tickrec verify`` should flag them).
 - **Object stores.** ``root`` may be ``s3://bucket/prefix`` (``storage.fs``):
   the same rows, listed with one recursive listing per table and read through
-  pyarrow's S3 filesystem.
+  pyarrow's S3 filesystem. Sealed days are read by their manifest
+  (``storage.liveset``); a day whose objects a seal deleted between the listing
+  and the read is listed and read again.
 - **Files.** Only ``*.parquet`` files are read; hidden temp files (``.<name>.tmp``)
   never are. A file with an older schema (missing columns) reads as nulls.
 
@@ -63,6 +65,7 @@ from replay.windows import MAX_REREAD, WINDOW_ROWS, Group, Spill, cuts, rereads,
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import EVENT_TABLES, TABLES, TS
 from storage.fs import StoreRoot, as_store, is_s3
+from storage.liveset import Manifests
 from storage.layout import DAY_NS, VENUES, date_of, parse_date
 
 log = logging.getLogger("tickrec.replay")
@@ -103,6 +106,7 @@ class Scan:
                  chunk_rows: int = CHUNK_ROWS, window_rows: int = WINDOW_ROWS) -> None:
         self.store: StoreRoot | None = None
         self._listing = {}
+        self._manifests: Manifests | None = None
         if isinstance(root, StoreRoot) or is_s3(root):
             self.store = as_store(root)
             if not self.store.s3:
@@ -165,6 +169,7 @@ class Scan:
         found: set[str] = set()
         self._listing: dict[str, dict[str, list[str]]] = {}     # fresh per pass
         if self.store is not None:
+            self._manifests = Manifests(self.store)
             for table in self.tables:
                 for day in self._remote(table):
                     if (first is None or day >= first) and (last is None or day <= last):
@@ -215,7 +220,7 @@ class Scan:
             return cached
         out: dict[str, list[str]] = self._listing.setdefault(table, {})
         try:
-            paths = self.store.parquet_files(table, self.venue)
+            paths = self.store.parquet_files(table, self.venue, self._manifests)
         except OSError as exc:
             raise StoreError(f"cannot list {table} of {self.venue} in {self.store.uri}: "
                              f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
@@ -232,6 +237,13 @@ class Scan:
         return out
 
     # -- one day ---------------------------------------------------------------------
+    def _relist(self, table: str) -> None:
+        """Object stores: forget the table's listing and the manifests, so the next
+        ``files()`` sees a seal that switched a day after it was listed."""
+        self._listing.pop(table, None)
+        if self.store is not None:
+            self._manifests = Manifests(self.store)
+
     def _dataset(self, table: str, date: str) -> ds.FileSystemDataset | None:
         files = self.files(table, date)
         if not files:
@@ -266,16 +278,11 @@ class Scan:
         sets: list[tuple[str, ds.FileSystemDataset, list[str]]] = []
         groups: list[Group] = []
         for table in self.tables:
-            try:
-                dataset = self._dataset(table, date)
-                if dataset is None:
-                    continue
-                if (self.start is None or self.start < day_start
-                        or self.end is None or self.end > day_start + DAY_NS):
-                    self._count_misplaced(dataset, table, date, day_start)
-                groups += row_groups(dataset, lo, hi)
-            except (pa.ArrowException, OSError) as exc:
-                raise self._store_error(table, date, exc) from None
+            found = self._open_day(table, date, day_start, lo, hi)
+            if found is None:
+                continue
+            dataset, table_groups = found
+            groups += table_groups
             sets.append((table, dataset, list((columns or {}).get(table) or RECORD_COLUMNS[table])))
         if not sets:
             return
@@ -287,6 +294,25 @@ class Scan:
         for parts in windows:
             yield merge(parts, self.keys)
 
+    def _open_day(self, table: str, date: str, day_start: int, lo: int,
+                  hi: int) -> tuple[ds.FileSystemDataset, list[Group]] | None:
+        """The table's dataset of the day and its row groups in [lo, hi). Object
+        stores: listed and opened again once when a seal deleted a listed object."""
+        for attempt in (0, 1):
+            try:
+                dataset = self._dataset(table, date)
+                if dataset is None:
+                    return None
+                if (self.start is None or self.start < day_start
+                        or self.end is None or self.end > day_start + DAY_NS):
+                    self._count_misplaced(dataset, table, date, day_start)
+                return dataset, row_groups(dataset, lo, hi)
+            except (pa.ArrowException, OSError) as exc:
+                if self.store is None or attempt:
+                    raise self._store_error(table, date, exc) from None
+                self._relist(table)
+        return None     # pragma: no cover - the loop returns or raises
+
     def _scan_filter(self, table: str, lo: int, hi: int) -> ds.Expression:
         ts = pc.field("ts_recv")
         expr = (ts >= pa.scalar(lo, TS)) & (ts < pa.scalar(hi, TS))
@@ -297,35 +323,73 @@ class Scan:
     def _direct(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
                 bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
         """Each window read with its own filter (row groups pruned by statistics)."""
+        datasets = {table: dataset for table, dataset, _ in sets}
         for a, b in pairwise(bounds):
             parts = []
-            for table, dataset, cols in sets:
-                try:
-                    t = dataset.to_table(columns=cols, filter=self._scan_filter(table, a, b),
-                                         **READAHEAD)
-                except (pa.ArrowException, OSError) as exc:
-                    raise self._store_error(table, date, exc) from None
+            for table, _, cols in sets:
+                t = self._window(table, date, datasets, cols, a, b)
                 if t.num_rows:
                     parts.append((table, t))
             if parts:
                 yield parts
 
+    def _window(self, table: str, date: str, datasets: dict[str, ds.FileSystemDataset],
+                cols: list[str], a: int, b: int) -> pa.Table:
+        """Rows of ``table`` with ``ts_recv`` in [a, b). Object stores: a seal that
+        deleted a listed object since is met by listing the day again: the window
+        is a ``ts_recv`` range, so the sealed files give it the very same rows."""
+        for attempt in (0, 1):
+            try:
+                return datasets[table].to_table(columns=cols, filter=self._scan_filter(table, a, b),
+                                                **READAHEAD)
+            except (pa.ArrowException, OSError) as exc:
+                if self.store is None or attempt:
+                    raise self._store_error(table, date, exc) from None
+                self._relist(table)
+                dataset = self._dataset(table, date)
+                if dataset is None:
+                    raise self._store_error(table, date, exc) from None
+                datasets[table] = dataset
+        raise AssertionError("unreachable")     # pragma: no cover
+
     def _spilled(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
                  bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
         """The day read once, routed to window files, read back window by window."""
-        spill = Spill(bounds)
-        try:
-            for table, dataset, cols in sets:
-                try:
-                    for batch in dataset.to_batches(
-                            columns=cols, filter=self._scan_filter(table, bounds[0], bounds[-1]),
-                            **READAHEAD):
-                        spill.add(table, batch)
-                except (pa.ArrowException, OSError) as exc:
-                    raise self._store_error(table, date, exc) from None
-            yield from spill.windows([t for t, _, _ in sets])
-        finally:
-            spill.close()
+        for attempt in (0, 1):
+            spill = Spill(bounds)
+            try:
+                for table, dataset, cols in sets:
+                    try:
+                        for batch in dataset.to_batches(
+                                columns=cols, filter=self._scan_filter(table, bounds[0], bounds[-1]),
+                                **READAHEAD):
+                            spill.add(table, batch)
+                    except (pa.ArrowException, OSError) as exc:
+                        if self.store is None or attempt:
+                            raise self._store_error(table, date, exc) from None
+                        # object stores: a seal deleted a listed object; nothing is
+                        # handed out yet, so list the day again and spill it again
+                        sets = self._reopened(date, sets, table, exc)
+                        break
+                else:
+                    yield from spill.windows([t for t, _, _ in sets])
+                    return
+            finally:
+                spill.close()
+
+    def _reopened(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
+                  failed: str, exc: BaseException
+                  ) -> list[tuple[str, ds.FileSystemDataset, list[str]]]:
+        """``sets`` with every table's dataset listed and opened again."""
+        out = []
+        for table, _, cols in sets:
+            self._relist(table)
+            dataset = self._dataset(table, date)
+            if dataset is not None:
+                out.append((table, dataset, cols))
+            elif table == failed:
+                raise self._store_error(table, date, exc) from None
+        return out
 
     def _days(self, columns: Mapping[str, Sequence[str]] | None = None) -> Iterator[Merged]:
         for date in self.dates():

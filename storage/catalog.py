@@ -4,7 +4,9 @@ Every view exists (with its columns and zero rows) even before anything was
 recorded, and carries ``venue`` and ``date`` from the partition directories.
 On an ``s3://`` root (``storage.fs``) each view is a pyarrow dataset over the
 S3 filesystem (hive partitioning) registered with DuckDB, which scans it with
-filter and projection pushdown; no DuckDB extension is needed.
+filter and projection pushdown; no DuckDB extension is needed. Its files are
+the live ones of each sealed day's manifest (``storage.liveset``), and a query
+that fails because a seal deleted a listed object meanwhile is run once more.
 
 Queries are read-only: only SELECT / EXPLAIN statements are accepted, so a
 ``COPY … TO`` or ``DELETE`` against the store fails with a clear error. And the
@@ -30,6 +32,7 @@ import pyarrow.dataset as ds
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import TABLES
 from storage.fs import StoreRoot, as_store, is_s3
+from storage.liveset import Manifests
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -85,9 +88,10 @@ def _connect_datasets(store: StoreRoot) -> duckdb.DuckDBPyConnection:
     if not store.is_store():
         raise ConfigError(f"store root {store.uri!r} does not exist (no such bucket)")
     con = duckdb.connect()
+    manifests = Manifests(store)
     for table, schema in TABLES.items():
         full = pa.schema(list(schema) + list(_PARTS))
-        files = store.parquet_files(table)
+        files = store.parquet_files(table, manifests=manifests)
         if files:
             data: Any = ds.dataset(files, schema=full, filesystem=store.fs, format="parquet",
                                    partitioning=ds.partitioning(_PARTS, flavor="hive"),
@@ -111,6 +115,15 @@ def run_query(root: Path | str | StoreRoot, sql: str) -> pa.Table:
     for st in statements:
         if st.type not in _READ_ONLY:
             raise ConfigError(f"the store is read-only here: {st.type.name} statements are refused")
+    try:
+        return _run(root, statements)
+    except StoreError:
+        if not (root.s3 if isinstance(root, StoreRoot) else is_s3(root)):
+            raise
+        return _run(root, statements)       # a seal deleted a listed object: list again
+
+
+def _run(root: Path | str | StoreRoot, statements: list[Any]) -> pa.Table:
     con = connect(root)
     try:
         result: pa.Table | None = None
@@ -119,7 +132,11 @@ def run_query(root: Path | str | StoreRoot, sql: str) -> pa.Table:
             result = _arrow(rel) if rel is not None else pa.table({})
         assert result is not None
         return result
-    except duckdb.IOException as exc:
+    except (duckdb.IOException, OSError) as exc:
+        raise StoreError(f"store read failed: {_one_line(exc)}") from None
+    except duckdb.InvalidInputException as exc:
+        if "IOError" not in str(exc):       # an Arrow dataset (object store) that failed a read
+            raise ConfigError(f"SQL error: {_one_line(exc)}") from None
         raise StoreError(f"store read failed: {_one_line(exc)}") from None
     except duckdb.Error as exc:
         raise ConfigError(f"SQL error: {_one_line(exc)}") from None

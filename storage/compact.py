@@ -36,27 +36,54 @@ manifest); sealing the day again merges them.
 
 Readers running during step 3 may see old and new files together for the
 milliseconds the renames and unlinks take (see docs/daemon.md).
+
+Object stores (``s3://``, no rename): the same checks, a different switch
+(``storage.liveset`` has the reader's rule):
+
+1. the partition's files are downloaded to a local stage
+   (``<journal dir>/.seal/<seal>/``), rewritten and checked there exactly as above;
+2. the sealed files are uploaded under new names ``sealed-<seal>-NNN.parquet``
+   (one whole object each; readers ignore sealed files no manifest names);
+3. the day's manifest is written (one object write: **the switch**); it names
+   the live sealed files and, cumulatively, every file they replace;
+4. the replaced objects are deleted (garbage collection).
+
+``recover_seals`` on an object store deletes what the manifests say is garbage:
+sealed objects no manifest names (a seal killed before step 3) and replaced
+objects (a seal killed during step 4). A crash before step 3 leaves the old
+files live, after it the new ones; late files (recorder files of a sealed day
+that the manifest neither names nor replaces) stay live in both. One seal at a
+time per store: ``storage.seallock``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
 from schemas.tables import TABLES
 from storage import sealio
 from storage.atomic import fsync_dir, read_json, temp_path
+from storage.fs import StoreRoot, as_store
 from storage.journal_trim import RunSummary, done_runs, remove_run, sweep_trash
 from storage.layout import new_session_id, parse_date
+from storage.liveset import (Manifests, base_name, classify, entry_of, manifest_rel, merged,
+                             partition_of)
+from storage.seallock import SealLock
 
 MANIFEST_FORMAT = 1
+Root = Path | str | StoreRoot
+Listing = dict[tuple[str, str, str], list[str]]      # (table, venue, date) -> file paths
 Log = Callable[[str, dict[str, Any]], None]
 
 
@@ -91,7 +118,7 @@ class SealReport:
     problems: list[str] = field(default_factory=list)
     runs_checked: int = 0
     runs_trimmed: list[str] = field(default_factory=list)
-    manifest: Path | None = None
+    manifest: Path | str | None = None
     seconds: float = 0.0
 
     @property
@@ -127,8 +154,8 @@ def intent_path(root: Path, date: str) -> Path:
     return manifest_dir(root, date) / "intent.json"
 
 
-def _rel(root: Path, p: Path) -> str:
-    return str(p.relative_to(root))
+def _rel(root: Path, p: Path | str) -> str:
+    return str(Path(p).relative_to(root))
 
 
 # -- recovery ----------------------------------------------------------------------------
@@ -149,8 +176,15 @@ def _roll_forward(root: Path, intent_file: Path) -> None:
     os.unlink(intent_file)
 
 
-def recover_seals(root: Path) -> list[str]:
-    """Finish (roll forward) every seal with an intent; delete temps of seals without one."""
+def recover_seals(root: Root) -> list[str]:
+    """Finish (roll forward) every seal with an intent; delete temps of seals without one.
+
+    Object stores: delete the garbage the manifests define (module doc); returns
+    the dates where there was some."""
+    store = as_store(root)
+    if store.s3:
+        return _collect(store, list_store(store))
+    root = Path(store.base)
     done: list[str] = []
     for intent in sorted((root / "manifests").glob("date=*/intent.json")):
         _roll_forward(root, intent)
@@ -163,14 +197,44 @@ def recover_seals(root: Path) -> list[str]:
 
 
 # -- state of a day ------------------------------------------------------------------------
+def list_store(root: Root, date: str | None = None) -> Listing:
+    """Every published file of every partition (of one date), by (table, venue, date).
+
+    Object stores: one recursive listing per table; local roots: a glob."""
+    store = as_store(root)
+    out: Listing = {}
+    for table in TABLES:
+        if store.s3:
+            paths = store.list_parquet(table)
+        else:
+            paths = [str(p) for p in Path(store.base).glob(
+                f"{table}/venue=*/date={date or '*'}/*.parquet")]
+        for path in sorted(paths):
+            key = partition_of(path.replace(os.sep, "/"))
+            if key is not None and (date is None or key[1] == date):
+                out.setdefault((table, *key), []).append(path)
+    return out
+
+
+def _manifest_of(store: StoreRoot, date: str, manifests: Manifests | None) -> Any:
+    if manifests is not None:
+        return manifests.get(date)
+    if store.s3:
+        return store.read_json(manifest_rel(date))
+    return read_json(manifest_path(Path(store.base), date))
+
+
 @dataclass
 class DayState:
+    """One date of the store. Files are ``Path``s for local roots, object paths
+    (``bucket/prefix/…``) for object stores."""
     date: str
-    partitions: dict[tuple[str, str], list[Path]]       # (table, venue) -> files now
+    partitions: dict[tuple[str, str], list[Any]]        # (table, venue) -> live files now
     manifest: dict[str, Any] | None
-    late: dict[tuple[str, str], list[Path]]              # files not in the manifest
+    late: dict[tuple[str, str], list[Any]]               # live files the manifest lacks
     unsealed: list[tuple[str, str]]                      # partitions the manifest lacks
     pending_intent: bool
+    garbage: list[Any] = field(default_factory=list)     # replaced, not yet deleted
 
     @property
     def sealed(self) -> bool:
@@ -178,72 +242,71 @@ class DayState:
                 and not self.pending_intent)
 
 
-def _partitions(root: Path, date: str, venues: set[str] | None
-                ) -> dict[tuple[str, str], list[Path]]:
-    out: dict[tuple[str, str], list[Path]] = {}
-    for table in TABLES:
-        for d in sorted(root.glob(f"{table}/venue=*/date={date}")):
-            venue = d.parent.name.removeprefix("venue=")
-            if venues is not None and venue not in venues:
-                continue
-            files = sorted(d.glob("*.parquet"))
-            if files:
-                out[(table, venue)] = files
-    return out
-
-
-def _manifest_files(root: Path, manifest: dict[str, Any] | None, table: str, venue: str
-                    ) -> set[Path] | None:
-    entry = ((manifest or {}).get("tables", {}).get(table, {}) or {}).get(venue)
-    if entry is None:
-        return None
-    return {root / f["path"] for f in entry["files"]}
-
-
-def day_state(root: Path, date: str, venues: set[str] | None = None) -> DayState:
-    parts = _partitions(root, date, venues)
-    manifest = read_json(manifest_path(root, date))
-    late: dict[tuple[str, str], list[Path]] = {}
+def day_state(root: Root, date: str, venues: set[str] | None = None, *,
+              listing: Listing | None = None, manifests: Manifests | None = None) -> DayState:
+    store = as_store(root)
+    if listing is None:
+        listing = list_store(store, date)
+    manifest = _manifest_of(store, date, manifests)
+    parts: dict[tuple[str, str], list[Any]] = {}
+    late: dict[tuple[str, str], list[Any]] = {}
     unsealed: list[tuple[str, str]] = []
-    for (table, venue), files in parts.items():
-        listed = _manifest_files(root, manifest, table, venue)
-        if listed is None:
-            unsealed.append((table, venue))
-        elif set(files) != listed:
-            extra = [f for f in files if f not in listed]
-            if extra:
-                late[(table, venue)] = extra
-            else:
-                unsealed.append((table, venue))      # sealed files missing: seal again
-    return DayState(date, parts, manifest, late, unsealed, intent_path(root, date).exists())
+    garbage: list[Any] = []
+    as_file: Callable[[str], Any] = str if store.s3 else Path
+    for (table, venue, d), paths in sorted(listing.items()):
+        if d != date or (venues is not None and venue not in venues):
+            continue
+        entry = entry_of(manifest, table, venue)
+        part = classify(paths, entry)
+        garbage += map(as_file, part.garbage)
+        if not part.live:
+            continue
+        parts[(table, venue)] = list(map(as_file, part.live))
+        if entry is None or part.missing:
+            unsealed.append((table, venue))      # never sealed, or sealed files missing
+            continue
+        named = {base_name(f["path"]) for f in entry["files"]}
+        extra = [p for p in part.live if base_name(p) not in named]
+        if extra:
+            late[(table, venue)] = extra
+    pending = False if store.s3 else intent_path(Path(store.base), date).exists()
+    return DayState(date, parts, manifest, late, unsealed, pending, garbage)
 
 
-def store_dates(root: Path) -> list[str]:
-    dates = {d.name.removeprefix("date=") for t in TABLES for d in root.glob(f"{t}/venue=*/date=*")
-             if d.is_dir()}
-    return sorted(dates)
+def store_dates(root: Root, listing: Listing | None = None) -> list[str]:
+    if listing is None:
+        listing = list_store(root)
+    return sorted({d for _, _, d in listing})
 
 
-def unsealed_days(root: Path, before: str) -> list[str]:
+def unsealed_days(root: Root, before: str) -> list[str]:
     """Dates before ``before`` (YYYY-MM-DD) with data not sealed, or sealed with late files."""
-    return [d for d in store_dates(root) if d < before and not day_state(root, d).sealed]
+    store = as_store(root)
+    listing = list_store(store)
+    dates = [d for d in store_dates(store, listing) if d < before]
+    manifests = Manifests(store) if store.s3 else None
+    if manifests is not None:
+        manifests.prefetch(dates)
+    return [d for d in dates
+            if not day_state(store, d, listing=listing, manifests=manifests).sealed]
+
+
+def _collect(store: StoreRoot, listing: Listing) -> list[str]:
+    """Object stores: delete every day's garbage (``liveset``); the dates that had some."""
+    manifests = Manifests(store)
+    dates = store_dates(store, listing)
+    manifests.prefetch(dates)
+    done = []
+    for date in dates:
+        garbage = day_state(store, date, listing=listing, manifests=manifests).garbage
+        for path in garbage:
+            store.delete(str(path)[len(store.base) + 1:])
+        if garbage:
+            done.append(date)
+    return done
 
 
 # -- sealing -------------------------------------------------------------------------------
-class _Lock:
-    def __init__(self, root: Path) -> None:
-        (root / "manifests").mkdir(parents=True, exist_ok=True)
-        self._fh = open(root / "manifests" / ".seal.lock", "w")
-
-    def __enter__(self) -> _Lock:
-        fcntl.flock(self._fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
-
-
 def seal_day(root: Path | str, date: str, venues: list[str] | None = None, *,
              options: SealOptions | None = None, log: Log = _no_log) -> SealReport:
     """Seal ``date`` (all venues, or only ``venues``); see the module docstring.
@@ -253,39 +316,94 @@ def seal_day(root: Path | str, date: str, venues: list[str] | None = None, *,
     OSError only for I/O failures; a crash at any point is recovered by the
     next call.
     """
-    root = Path(root)
+    store = as_store(root)
     date = parse_date(date)
     opts = options or SealOptions()
     started = time.monotonic()
     report = SealReport(date)
-    with _Lock(root):
-        recover_seals(root)
-        sweep_trash(root)
-        con = sealio.connect(opts.memory_limit, root / "manifests" / ".spill", opts.threads)
+    with SealLock(store) as lock:
+        recover_seals(store)
+        sweep_trash(store.journal)
+        spill = (store.journal / ".seal" / "spill" if store.s3
+                 else Path(store.base) / "manifests" / ".spill")
+        con = sealio.connect(opts.memory_limit, spill, opts.threads)
         try:
-            _seal(root, date, set(venues) if venues else None, opts, report, con, log)
+            _seal(store, date, set(venues) if venues else None, opts, report, con, log, lock)
             if report.ok and opts.trim_journal:
-                _trim(root, con, report, log)
+                _trim(store, con, report, log)
         finally:
             con.close()
     report.seconds = time.monotonic() - started
     return report
 
 
-def _seal(root: Path, date: str, venues: set[str] | None, opts: SealOptions, report: SealReport,
-          con: Any, log: Log) -> None:
-    state = day_state(root, date, venues)
+class _Stage:
+    """Where a seal reads its input files and writes its sealed files, locally.
+
+    Local roots: the partition's own files; sealed temps beside them. Object
+    stores: inputs downloaded to ``<journal dir>/.seal/<seal>/in``, sealed files
+    written under ``…/out`` and uploaded at the switch; the stage is removed at
+    the end whatever happens (``close``)."""
+
+    def __init__(self, store: StoreRoot, seal_id: str) -> None:
+        self.store = store
+        self.dir = store.journal / ".seal" / seal_id if store.s3 else None
+
+    def inputs(self, files: list[str]) -> list[str]:
+        if self.dir is None:
+            return files
+        out = []
+        for path in files:
+            local = self.dir / "in" / path[len(self.store.base) + 1:]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with self.store.fs.open_input_stream(path) as src, open(local, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+            out.append(str(local))
+        return out
+
+    def drop_inputs(self, local: list[str]) -> None:
+        if self.dir is not None:
+            for p in local:
+                os.unlink(p)
+
+    def out_dir(self, table: str, venue: str, date: str) -> Path:
+        rel = partition_rel(table, venue, date)
+        return self.dir / "out" / rel if self.dir is not None else self.store.local_path(rel)
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def partition_rel(table: str, venue: str, date: str) -> str:
+    return f"{table}/venue={venue}/date={date}"
+
+
+def _seal(store: StoreRoot, date: str, venues: set[str] | None, opts: SealOptions,
+          report: SealReport, con: Any, log: Log, lock: SealLock) -> None:
+    state = day_state(store, date, venues)
     todo = sorted(set(state.late) | set(state.unsealed))
     seal_id = new_session_id()
+    stage = _Stage(store, seal_id)
+    try:
+        _seal_staged(store, date, state, todo, seal_id, stage, opts, report, con, log, lock)
+    finally:
+        stage.close()
+
+
+def _seal_staged(store: StoreRoot, date: str, state: DayState, todo: list[tuple[str, str]],
+                 seal_id: str, stage: _Stage, opts: SealOptions, report: SealReport, con: Any,
+                 log: Log, lock: SealLock) -> None:
     written: dict[tuple[str, str], list[sealio.Written]] = {}
     digests: dict[tuple[str, str], sealio.Digest] = {}
     if todo:
         log("seal_started", {"date": date, "partitions": len(todo)})
     try:
         for table, venue in todo:
-            files = state.partitions[(table, venue)]
+            files = stage.inputs(state.partitions[(table, venue)])
             before = sealio.digest(con, files, table)
-            base = files[0].parent
+            base = stage.out_dir(table, venue, date)
             out = sealio.rewrite(con, files, table,
                                  lambda k, b=base: b / f"sealed-{seal_id}-{k:03d}.parquet",
                                  row_group_rows=opts.row_group_rows, file_rows=opts.file_rows)
@@ -295,7 +413,9 @@ def _seal(root: Path, date: str, venues: set[str] | None, opts: SealOptions, rep
                 report.problems.append(f"{date} {table} {venue}: sealed rows differ from the "
                                        f"old rows ({after.text} != {before.text})")
             digests[(table, venue)] = after
-        _check_journal(root, date, con, state, written, report)
+            stage.drop_inputs(files if store.s3 else [])
+            lock.renew()
+        _check_journal(store, date, con, state, written, report)
         if not report.ok:
             raise _Abort
     except BaseException:
@@ -317,12 +437,17 @@ def _seal(root: Path, date: str, venues: set[str] | None, opts: SealOptions, rep
             report.partitions.append(PartitionReport(table, venue, len(files), len(files),
                                                      int(entry.get("rows", 0)),
                                                      str(entry.get("digest", "")), False))
+    where = (store.join(manifest_rel(date)) if store.s3
+             else manifest_path(Path(store.base), date))
     if not todo:
-        report.manifest = manifest_path(root, date) if state.manifest else None
+        report.manifest = where if state.manifest else None
         return
-    manifest = _manifest(root, date, seal_id, state, written, digests, con, opts)
-    _commit(root, date, manifest, state, written, log)
-    report.manifest = manifest_path(root, date)
+    manifest = _manifest(date, seal_id, state, written, digests, con, opts)
+    if store.s3:
+        _commit_objects(store, date, manifest, state, written, log)
+    else:
+        _commit(Path(store.base), date, manifest, state, written, log)
+    report.manifest = where
     log("seal_committed", {"date": date, "partitions": len(todo),
                            "rows": sum(d.rows for d in digests.values())})
 
@@ -331,19 +456,31 @@ class _Abort(Exception):
     pass
 
 
-def _check_journal(root: Path, date: str, con: Any, state: DayState,
+def _session_counts(store: StoreRoot, con: Any, files: Sequence[Path | str],
+                    local: bool) -> dict[str, int]:
+    """Raw rows per session in ``files`` (local paths, or objects of ``store``)."""
+    if local or not store.s3:
+        return dict(sealio.scalar_rows(con, files,
+                                       "SELECT session, count(*) FROM {files} GROUP BY session"))
+    if not files:
+        return {}
+    t = ds.dataset([str(f) for f in files], format="parquet", filesystem=store.fs
+                   ).to_table(columns=["session"])
+    counts = pc.value_counts(t.column("session")).to_pylist()
+    return {c["values"]: int(c["counts"]) for c in counts}
+
+
+def _check_journal(store: StoreRoot, date: str, con: Any, state: DayState,
                    written: dict[tuple[str, str], list[sealio.Written]],
                    report: SealReport) -> None:
     """Each finished run's records of ``date`` equal its sessions' raw rows of ``date``."""
     here = {v for _, v in state.partitions}
-    runs = [r for r in done_runs(root) if date in r.dates and r.venue in here]
+    runs = [r for r in done_runs(store.journal) if date in r.dates and r.venue in here]
     for venue in sorted({r.venue for r in runs}):
         if ("raw", venue) in written:
-            files = [w.path for w in written[("raw", venue)]]
+            counts = _session_counts(store, con, [w.path for w in written[("raw", venue)]], True)
         else:
-            files = state.partitions.get(("raw", venue), [])
-        counts = dict(sealio.scalar_rows(con, files, "SELECT session, count(*) FROM {files} "
-                                         "GROUP BY session"))
+            counts = _session_counts(store, con, state.partitions.get(("raw", venue), []), False)
         for run in (r for r in runs if r.venue == venue):
             report.runs_checked += 1
             for session, per_date in run.sessions.items():
@@ -354,7 +491,7 @@ def _check_journal(root: Path, date: str, con: Any, state: DayState,
                         f"{run.path.name} has {want} records that day, raw has {have} rows")
 
 
-def _manifest(root: Path, date: str, seal_id: str, state: DayState,
+def _manifest(date: str, seal_id: str, state: DayState,
               written: dict[tuple[str, str], list[sealio.Written]],
               digests: dict[tuple[str, str], sealio.Digest], con: Any,
               opts: SealOptions) -> dict[str, Any]:
@@ -367,8 +504,10 @@ def _manifest(root: Path, date: str, seal_id: str, state: DayState,
             "rows": d.rows, "digest": d.text,
             "first_ts_recv": d.first_ts, "last_ts_recv": d.last_ts,
             "first": _iso(d.first_ts), "last": _iso(d.last_ts), "seal": seal_id,
-            "files": [{"path": _rel(root, w.final), "rows": w.rows, "row_groups": w.row_groups,
-                       "bytes": w.bytes, "sha256": w.sha256} for w in out]}
+            "files": [{"path": f"{partition_rel(table, venue, date)}/{w.final.name}",
+                       "rows": w.rows, "row_groups": w.row_groups, "bytes": w.bytes,
+                       "sha256": w.sha256} for w in out],
+            "replaced": merged(entry_of(old, table, venue), state.partitions[(table, venue)])}
     gaps = dict(old.get("gaps") or {})
     for venue in {v for _, v in written}:
         gaps.setdefault(venue, {"rows": 0, "by_kind": {}, "missing": 0})
@@ -419,24 +558,46 @@ def _commit(root: Path, date: str, manifest: dict[str, Any], state: DayState,
     fsync_dir(ipath.parent)
 
 
-def _trim(root: Path, con: Any, report: SealReport, log: Log) -> None:
+def _commit_objects(store: StoreRoot, date: str, manifest: dict[str, Any], state: DayState,
+                    written: dict[tuple[str, str], list[sealio.Written]], log: Log) -> None:
+    """Object stores: upload the sealed files, write the manifest (the switch), delete the
+    files it replaces (module doc). Each step can be cut short by a crash: before the
+    manifest the old files stay live, after it the new ones."""
+    for (table, venue), out in sorted(written.items()):
+        for w in out:
+            store.upload(w.path, f"{partition_rel(table, venue, date)}/{w.final.name}")
+    log("seal_switching", {"date": date, "uploads": sum(map(len, written.values())),
+                           "deletes": sum(len(state.partitions[k]) for k in written)})
+    store.write_json(manifest_rel(date), manifest)
+    for key in sorted(written):
+        for path in state.partitions[key]:
+            store.delete(path[len(store.base) + 1:])
+
+
+def _trim(store: StoreRoot, con: Any, report: SealReport, log: Log) -> None:
     """Remove finished runs whose every date is sealed and checked against raw."""
     cache: dict[tuple[str, str], dict[str, int]] = {}
     states: dict[str, DayState] = {}
+    listing: Listing | None = None
 
     def raw_counts(date: str, venue: str) -> dict[str, int] | None:
+        nonlocal listing
         if date not in states:
-            states[date] = day_state(root, date)
+            if listing is None:
+                listing = list_store(store)
+            states[date] = day_state(store, date, listing=listing)
         st = states[date]
         if not st.sealed or ("raw", venue) not in st.partitions:
             return None
         if (date, venue) not in cache:
-            cache[(date, venue)] = dict(sealio.scalar_rows(
-                con, st.partitions[("raw", venue)],
-                "SELECT session, count(*) FROM {files} GROUP BY session"))
+            cache[(date, venue)] = _session_counts(store, con, st.partitions[("raw", venue)],
+                                                   False)
         return cache[(date, venue)]
 
-    for run in done_runs(root):
+    runs = done_runs(store.journal)
+    if not runs:
+        return
+    for run in runs:
         if _covered(run, raw_counts):
             remove_run(run.path)
             report.runs_trimmed.append(run.path.name)

@@ -5,12 +5,19 @@ pyarrow ``FileSystem`` and a base path in it, plus the few operations the store
 needs, so callers never build S3 paths by hand:
 
 - ``join(*parts)``: a path under the root (``/``-separated, filesystem-relative);
-- ``parquet_files(table, venue=None)``: the published ``*.parquet`` files of a table
-  (hidden ``.…`` temp names never), found with one recursive listing;
+- ``list_parquet(table, venue=None, date=None)``: every published ``*.parquet``
+  file of a table (hidden ``.…`` temp names never), found with one recursive
+  listing;
+- ``parquet_files(table, venue=None)``: the files a reader reads. Object stores:
+  ``list_parquet`` filtered by the day's seal manifest (``storage.liveset``: the
+  switch of a seal is its manifest write, there being no rename); local roots:
+  every published file (the local seal switches by renames);
 - ``write_parquet(table, rel)``: publish one whole file. Local: hidden temp,
   fsync, rename (``storage.atomic``). S3: one object write: an S3 object
   appears only when its upload completes, so a reader never sees half a file,
   and no temp/rename is needed (S3 has no rename);
+- ``upload(local, rel)``: publish a local file whole at ``rel`` (one object on S3);
+- ``read_json(rel)``, ``write_json(rel, obj)`` (one whole object / an atomic replace);
 - ``exists(rel)``, ``delete(rel)``.
 
 S3 connection settings come from the usual environment variables:
@@ -26,9 +33,11 @@ else ``~/.cache/tickrec/journal/<bucket>/<prefix>`` (``journal_root``).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -37,6 +46,7 @@ import pyarrow.parquet as pq
 
 from schemas.errors import ConfigError
 from storage.atomic import PARQUET_OPTIONS, encoding_options
+from storage.atomic import write_json as write_json_local
 from storage.atomic import write_parquet as write_parquet_local
 
 S3_PREFIX = "s3://"
@@ -108,13 +118,26 @@ class StoreRoot:
         return self.uri
 
     # -- listing -----------------------------------------------------------------------
-    def parquet_files(self, table: str, venue: str | None = None) -> list[str]:
-        """Published ``*.parquet`` files under ``table/`` (or ``table/venue=V/``), sorted."""
-        where = self.join(table, f"venue={venue}") if venue else self.join(table)
-        sel = pafs.FileSelector(where, recursive=True, allow_not_found=True)
+    def list_parquet(self, table: str, venue: str | None = None,
+                     date: str | None = None) -> list[str]:
+        """Every published ``*.parquet`` file under ``table/`` (or one venue, one date), sorted."""
+        parts = [table] + ([f"venue={venue}"] if venue else []) + \
+            ([f"date={date}"] if venue and date else [])
+        sel = pafs.FileSelector(self.join(*parts), recursive=True, allow_not_found=True)
         return sorted(i.path for i in self.fs.get_file_info(sel)
                       if i.type == pafs.FileType.File and i.path.endswith(".parquet")
                       and not i.base_name.startswith("."))
+
+    def parquet_files(self, table: str, venue: str | None = None,
+                      manifests: Any = None) -> list[str]:
+        """The files a reader reads under ``table/`` (or ``table/venue=V/``), sorted.
+
+        Object stores apply the seal manifests (``storage.liveset.live_files``;
+        ``manifests`` may share a ``liveset.Manifests`` between tables)."""
+        if not self.s3:
+            return self.list_parquet(table, venue)
+        from storage.liveset import live_files
+        return live_files(self, table, venue, manifests)
 
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.join(rel)).type != pafs.FileType.NotFound
@@ -125,6 +148,35 @@ class StoreRoot:
             return Path(self.base).is_dir()
         bucket = self.base.split("/", 1)[0]
         return self.fs.get_file_info(bucket).type == pafs.FileType.Directory
+
+    def read_json(self, rel: str) -> Any:
+        """The JSON object stored at ``rel``; None when there is none."""
+        from storage.liveset import read_json_fs
+        return read_json_fs(self.fs, self.join(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        """Store ``obj`` at ``rel`` whole: one object write (S3), an atomic replace (local)."""
+        if not self.s3:
+            write_json_local(self.local_path(rel), obj)
+            return
+        data = json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8")
+        with self.fs.open_output_stream(self.join(rel)) as out:
+            out.write(data)
+
+    def upload(self, local: Path, rel: str) -> str:
+        """Publish the local file ``local`` at ``rel`` as one object (S3 only).
+
+        The file is memory-mapped and handed over in one write call, so no
+        Python-level interruption can close the upload half-way (pyarrow
+        completes an upload on close); a killed process leaves an incomplete
+        multipart upload, which no listing shows."""
+        assert self.s3
+        path = self.join(rel)
+        with pa.memory_map(str(local)) as src:
+            data = src.read_buffer()
+        with self.fs.open_output_stream(path) as out:
+            out.write(data)
+        return path
 
     def delete(self, rel: str) -> None:
         try:

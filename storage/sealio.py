@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class Written:
     sha256: str
 
 
-def _files_sql(files: list[Path]) -> str:
+def _files_sql(files: Sequence[Path | str]) -> str:
     quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     return f"read_parquet([{quoted}], hive_partitioning=false)"
 
@@ -87,7 +87,7 @@ def connect(memory_limit: str = "1GB", spill_dir: Path | None = None,
     return con
 
 
-def digest(con: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> Digest:
+def digest(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], table: str) -> Digest:
     """The order-independent digest of the rows of ``files`` (all of ``table``)."""
     if not files:
         return Digest(0, "0", 0, None, None)
@@ -98,7 +98,7 @@ def digest(con: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> Dig
     return Digest(int(row[0]), str(row[1]), int(row[2]), row[3], row[4])
 
 
-def scalar_rows(con: duckdb.DuckDBPyConnection, files: list[Path], sql: str
+def scalar_rows(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], sql: str
                 ) -> list[tuple[Any, ...]]:
     """``sql`` with ``{files}`` replaced by the scan of ``files``; all result rows."""
     if not files:
@@ -139,7 +139,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def rewrite(con: duckdb.DuckDBPyConnection, files: list[Path], table: str,
+def rewrite(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], table: str,
             name: Callable[[int], Path], *, row_group_rows: int = ROW_GROUP_ROWS,
             file_rows: int = FILE_ROWS) -> list[Written]:
     """Rows of ``files`` sorted by the table's seal key into temp files beside ``name(k)``.

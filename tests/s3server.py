@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +49,30 @@ def s3_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
                       region="us-east-1", access_key="testing", secret_key="testing",
                       allow_bucket_creation=True).create_dir(bucket)
     return {**os.environ, **env, "root": f"s3://{bucket}/store"}
+
+
+@pytest.fixture(scope="module")
+def moto_process() -> Iterator[str]:
+    """moto's server in its own process (for request-heavy tests: it serves on the other
+    core instead of taking the test's GIL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()",
+                             "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -174,10 +175,20 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         url = sim.stdout.readline().strip()
         assert url.startswith("ws://127.0.0.1:")
         procs = {h: tickrec("record", "alltick", "--url", url, "--symbols", "AAPL.US,700.HK",
-                            "--root", root, "--duration", "3", "--flush-seconds", "0.5",
+                            "--root", root, "--duration", "6", "--flush-seconds", "0.5",
                             env={**env, "TICKREC_HOST": h,
                                  "TICKREC_JOURNAL": str(tmp_path / h)})
                  for h in ("hosta", "hostb")}
+        # a seal of the day while both hosts still publish into it (a third host's compact)
+        store = StoreRoot.parse(root)
+        deadline = time.monotonic() + 20
+        while len(store.list_parquet("raw")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [day] = {p.split("/date=")[1][:10] for p in store.list_parquet("raw")}
+        from storage.compact import seal_day
+        report = seal_day(StoreRoot.parse(root, tmp_path / "hostc"), day)
+        assert report.ok and report.sealed, report.lines()
+        assert all(p.poll() is None for p in procs.values())    # both still recording
         for h, p in procs.items():
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
@@ -185,10 +196,16 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         sim.send_signal(signal.SIGTERM)
         sim.communicate(timeout=10)
 
-    store = StoreRoot.parse(root)
+    # files published after the seal are late files: live beside the sealed ones
+    from storage.compact import day_state
+    state = day_state(store, day)
+    assert state.manifest is not None and state.late and not state.sealed
     objects = [p for t in TABLES for p in store.parquet_files(t)]
     names = [p.rsplit("/", 1)[1] for p in objects]
-    assert len(set(names)) == len(names)
+    sealed = [n for n in names if n.startswith("sealed-")]
+    assert len(set(names) - set(sealed)) == len(names) - len(sealed)  # rolled names: unique
+    assert sealed
+    rolled = len(names) - len(sealed)
     written = 0
     journaled: dict[str, int] = {}
     for h in ("hosta", "hostb"):
@@ -197,7 +214,7 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         written += json.loads((run_dir / "checkpoint.json").read_text())["next_file"]
         journaled[h] = len(read_journal(run_dir)[0])
         assert sum(f"-{h}-" in n for n in names) > 2         # several rolled files each
-    assert written == len(objects)      # every file each writer wrote is there: none overwritten
+    assert written > rolled > 0     # the files written before the seal are in sealed ones
     local = tmp_path / "copy"
     download(store, local)
     raw = read_table(local, "raw")
@@ -207,14 +224,31 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
     assert {s["host"] for s in read_table(local, "sessions")} == {"hosta", "hostb"}
     counts = run_query(root, "SELECT count(*) AS n FROM raw").to_pylist()[0]["n"]
     assert counts == len(raw) == sum(journaled.values())
+    # a second seal merges the late files: the same rows, one sealed set
+    sealer = {**env, "TICKREC_JOURNAL": str(tmp_path / "hostc")}
+    seal = subprocess.run([sys.executable, "-m", "tickrec", "compact", "--root", root,
+                           "--date", day], env=sealer, text=True, capture_output=True)
+    assert seal.returncode == 0 and f"{day}: sealed" in seal.stdout, seal.stderr
+    assert day_state(store, day).sealed
+    assert all(p.rsplit("/", 1)[1].startswith("sealed-") for t in TABLES
+               for p in store.list_parquet(t))
+    again = run_query(root, "SELECT count(*) AS n, count(DISTINCT (session, frame)) AS k "
+                            "FROM raw").to_pylist()[0]
+    assert again == {"n": len(raw), "k": len(raw)}
 
 
-@pytest.mark.parametrize("args", [["compact"], ["status"]])
-def test_unsupported_commands_refuse_s3_roots_in_one_line(args: list[str]) -> None:
-    res = CliRunner().invoke(main, [*args, "--root", "s3://bucket/prefix"])
-    assert res.exit_code == 2
+def test_a_second_seal_on_the_same_store_is_refused_in_one_line(s3_env: dict[str, str]) -> None:
+    store = StoreRoot.parse(s3_env["root"])
+    store.write_json("raw/venue=alltick/date=2024-01-02/x.json", {})      # the store exists
+    from storage.seallock import LEASE_REL
+    store.write_json(LEASE_REL, {"owner": "other", "host": "elsewhere", "pid": 1,
+                                 "expires_ns": time.time_ns() + 60 * 10**9})
+    res = CliRunner().invoke(main, ["compact", "--root", s3_env["root"], "--date", "2024-01-02"])
+    assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
-        f"tickrec: error: tickrec {args[0]}: not supported on s3:// roots yet"]
+        f"tickrec: error: another seal is running on {s3_env['root']} (host elsewhere, pid 1); "
+        "its lease manifests/.seal-lease.json expires within 60 minutes"]
+    assert store.read_json(LEASE_REL)["owner"] == "other"            # left alone
 
 
 def test_journal_option_is_only_for_s3_roots(tmp_path: Path) -> None:
@@ -225,9 +259,60 @@ def test_journal_option_is_only_for_s3_roots(tmp_path: Path) -> None:
     assert "--journal is only for s3:// roots" in res.output
 
 
-def test_daemon_refuses_s3_root(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('root = "s3://bucket/prefix"\n')
-    res = CliRunner().invoke(main, ["daemon", "--config", str(cfg)])
-    assert res.exit_code == 2, res.output
-    assert "not supported on s3:// roots yet" in res.output
+async def test_daemon_on_an_s3_root_records_and_seals(s3_env: dict[str, str], tmp_path: Path
+                                                      ) -> None:
+    """The daemon with ``root = "s3://…"`` in its config: journal, status and lock on local
+    disk, rolled files and the seal of the finished day in the bucket."""
+    from recorder.capture import RecvClock
+    from recorder.config import load
+    from recorder.daemon import Daemon
+    from replay.sim.server import Simulator, make_adapter
+    from storage.compact import day_state
+    from storage.layout import date_of
+    from storage.liveset import manifest_rel
+    from tests.test_daemon import D1, D2, MIDNIGHT, _until
+
+    sim = Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=150, seed=3)
+    await sim.start()
+    journal = tmp_path / "daemon-journal"
+    cfg_file = tmp_path / "capture.toml"
+    cfg_file.write_text(
+        f'root = "{s3_env["root"]}"\njournal = "daemon-journal"\nstatus_interval = 0.3\n'
+        '[seal]\nat = "00:00:01"\nrow_group_rows = 256\nfile_rows = 2048\n'
+        f'[feeds.at]\nvenue = "alltick"\nurl = "{sim.url}"\nsymbols = ["AAPL.US", "700.HK"]\n'
+        'reconnect_min = 0.2\nflush_seconds = 0.5\n')
+    cfg = load(cfg_file)
+    store = cfg.root
+    assert isinstance(store, StoreRoot) and store.journal == journal
+    d = Daemon(cfg, clock=RecvClock(MIDNIGHT - 2_500_000_000))
+    task = asyncio.create_task(d.run())
+    try:
+        await _until(lambda: d.seal["last_date"] == D1, 30, "the seal of D1")
+        assert d.seal["last_ok"], d.seal
+        await asyncio.sleep(0.5)
+        assert (journal / "status" / "daemon.json").exists()
+        assert (journal / "status" / "daemon.lock").exists()
+        res = CliRunner().invoke(main, ["status", "--root", store.uri, "--journal", str(journal)])
+        assert res.exit_code == 0 and "at  " in res.output and f"{D1}  sealed" in res.output, \
+            res.output
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, 20)
+        await sim.stop()
+    # nothing of the journal or the status went to the bucket
+    assert not store.exists("journal") and not store.exists("status")
+    assert list((journal / "journal" / "at").iterdir())
+    assert day_state(store, D1).sealed and store.read_json(manifest_rel(D1))
+    names = [p.rsplit("/", 1)[1] for p in store.parquet_files("raw")]
+    assert any(n.startswith("sealed-") for n in names)           # D1, sealed
+    assert any(not n.startswith("sealed-") for n in names)       # D2, rolled files
+    res = CliRunner().invoke(main, ["compact", "--root", store.uri, "--journal", str(journal),
+                                    "--date", D2])
+    assert res.exit_code == 0 and f"{D2}: sealed" in res.output, res.output
+    local = tmp_path / "copy"
+    download(store, local)
+    raw = read_table(local, "raw")
+    assert len({(r["session"], r["frame"]) for r in raw}) == len(raw) > 0
+    assert {date_of(r["ts_recv"]) for r in raw} == {D1, D2}
+    res = CliRunner().invoke(main, ["verify", "--root", store.uri, "--journal", str(journal)])
+    assert res.exit_code == 0 and res.output.splitlines()[-1].endswith("checked: ok"), res.output

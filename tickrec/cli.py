@@ -63,18 +63,19 @@ def root_option(exists: bool = False) -> Any:
                              "(default: $TICKREC_ROOT, else ./data).")
 
 
-def resolve_root(root: str | Path | None, must_exist: bool = False, *, s3: str | None = None,
-                 journal: str | None = None) -> Any:
-    """The store root as given: a ``Path``, or a ``StoreRoot`` for ``s3://`` roots.
+def journal_option() -> Any:
+    return click.option("--journal", default=None,
+                        help="Local journal directory for an s3:// root (default: "
+                             "$TICKREC_JOURNAL, else ~/.cache/tickrec/journal/<bucket>/<prefix>).")
 
-    ``s3`` names the command when it accepts s3:// roots; commands that do not
-    refuse them with one line (docs/object-store.md)."""
+
+def resolve_root(root: str | Path | None, must_exist: bool = False, *,
+                 journal: str | None = None) -> Any:
+    """The store root as given: a ``Path``, or a ``StoreRoot`` for ``s3://`` roots
+    (docs/object-store.md)."""
     from storage.fs import StoreRoot, is_s3
     text = str(root) if root else (os.environ.get("TICKREC_ROOT") or "")
     if is_s3(text):
-        if s3 is None:
-            command = click.get_current_context().info_name
-            raise ConfigError(f"tickrec {command}: not supported on s3:// roots yet")
         store = StoreRoot.parse(text, journal)
         if must_exist and not store.is_store():
             raise ConfigError(f"store root {text!r} does not exist (no such bucket)")
@@ -178,9 +179,7 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float | Non
 @click.option("--feed", default=None, help="Feed name for the journal (default: the venue).")
 @click.option("--flush-seconds", type=click.FloatRange(0, min_open=True), default=30.0,
               show_default=True, help="Publish Parquet at least this often.")
-@click.option("--journal", default=None,
-              help="Local journal directory for an s3:// root (default: $TICKREC_JOURNAL, "
-                   "else ~/.cache/tickrec/journal/<bucket>/<prefix>).")
+@journal_option()
 def record(venue: str, url: str, symbols: str, root: str | None, duration: float | None,
            feed: str | None, flush_seconds: float, journal: str | None) -> None:
     """Capture VENUE until SIGINT/SIGTERM or --duration; everything is flushed before exit.
@@ -195,7 +194,7 @@ def record(venue: str, url: str, symbols: str, root: str | None, duration: float
     syms = symbols_list(symbols)
     if not syms:
         raise ConfigError("--symbols is empty")
-    summary = record_feed(venue, url, syms, resolve_root(root, s3="record", journal=journal),
+    summary = record_feed(venue, url, syms, resolve_root(root, journal=journal),
                           duration=duration, feed=feed,
                           flush_seconds=flush_seconds, progress=lambda line: click.echo(line, err=True))
     click.echo(summary)
@@ -209,7 +208,7 @@ def record(venue: str, url: str, symbols: str, root: str | None, duration: float
 def query(sql: str, root: str | None, fmt: str) -> None:
     """DuckDB SQL over the store's views: raw, trades, book, tickers, bars, bars_final, gaps, sessions."""
     from storage.catalog import format_table, run_query
-    click.echo(format_table(run_query(resolve_root(root, must_exist=True, s3="query"), sql), fmt))
+    click.echo(format_table(run_query(resolve_root(root, must_exist=True), sql), fmt))
 
 
 @main.command()
@@ -232,18 +231,19 @@ def parse(venue: str, file: Any, records: bool) -> None:
 def gaps(root: str | None, venue: str | None, date: str | None, fmt: str) -> None:
     """The gap report: per venue and symbol, what is missing and why."""
     from tickrec.reports import gap_report
-    click.echo(gap_report(resolve_root(root, must_exist=True, s3="gaps"), venue, date, fmt))
+    click.echo(gap_report(resolve_root(root, must_exist=True), venue, date, fmt))
 
 
 @main.command()
 @root_option()
-def verify(root: str | None) -> None:
+@journal_option()
+def verify(root: str | None, journal: str | None) -> None:
     """Integrity check: files, schema versions, journals, and every row re-derived from raw.
 
     Exit status 1 when anything is wrong.
     """
     from tickrec.verify import verify as run_verify
-    report = run_verify(resolve_root(root, must_exist=True, s3="verify"))
+    report = run_verify(resolve_root(root, must_exist=True, journal=journal))
     for line in report.notes:
         click.echo(f"note: {line}")
     for line in report.problems:
@@ -273,7 +273,7 @@ def replay(venue: str, root: str | None, symbols: str | None, start: str | None,
     import replay as replay_pkg
     from tickrec.replaying import replay_to
 
-    store = resolve_root(root, must_exist=True, s3="replay")
+    store = resolve_root(root, must_exist=True)
     feed = replay_pkg.open(store, venue, symbols=symbols_list(symbols) or None, start=start,
                            end=end, speed=speed, clock=clock, kind=kind)
     line = asyncio.run(replay_to(feed, click.echo, want_digest))
@@ -303,7 +303,7 @@ def serve(venue: str, root: str | None, host: str, port: int, speed: str, start:
     connection. Set TICKREC_SERVE_TOKEN to reject clients with another token.
     """
     from replay.serve import ReplayServer
-    server = ReplayServer(resolve_root(root, must_exist=True, s3="serve"), venue, host=host, port=port,
+    server = ReplayServer(resolve_root(root, must_exist=True), venue, host=host, port=port,
                           speed=speed, start=start, end=end, symbols=symbols_list(symbols) or None,
                           token=os.environ.get("TICKREC_SERVE_TOKEN") or None,
                           queue_frames=queue_frames)
@@ -340,16 +340,21 @@ def demo(root: Path) -> None:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
               help="The TOML config (see docs/capture.example.toml).")
-def daemon(config_path: Path) -> None:
+@click.option("--root", default=None,
+              help="Store root, a directory or s3://bucket/prefix (default: the config's "
+                   "root, else $TICKREC_ROOT, else ./data).")
+@journal_option()
+def daemon(config_path: Path, root: str | None, journal: str | None) -> None:
     """The capture daemon: several feeds, schedules, end-of-day seal, health.
 
     Logs JSON lines on stderr. SIGTERM/SIGINT: publish everything and exit 0.
-    SIGHUP: reload the config (unchanged feeds keep their connections).
+    SIGHUP: reload the config (unchanged feeds keep their connections). With an
+    s3:// root the journal, the status file and the lock stay on local disk.
     """
     from recorder.daemon import run_daemon
     from recorder.health import json_logging
     json_logging()
-    run_daemon(config_path)
+    run_daemon(config_path, root=root, journal=journal)
 
 
 @main.command()
@@ -357,16 +362,20 @@ def daemon(config_path: Path) -> None:
 @click.option("--date", default=None, help="UTC date YYYY-MM-DD (default: every unsealed day "
                                           "before today).")
 @click.option("--venue", "venues", multiple=True, type=VENUE, help="Only this venue (repeatable).")
-def compact(root: str | None, date: str | None, venues: tuple[str, ...]) -> None:
+@journal_option()
+def compact(root: str | None, date: str | None, venues: tuple[str, ...],
+            journal: str | None) -> None:
     """Seal days by hand: sorted large files, manifest, checks, journal trim.
 
-    Exit status 1 when a check fails (nothing of that day is switched then).
+    Exit status 1 when a check fails (nothing of that day is switched then). On
+    an s3:// root the day is rewritten in the local journal directory and switched
+    by writing its manifest (docs/object-store.md).
     """
     from datetime import datetime, timezone
 
     from storage.compact import seal_day, unsealed_days
     from storage.layout import parse_date
-    r = resolve_root(root, must_exist=True)
+    r = resolve_root(root, must_exist=True, journal=journal)
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     days = [parse_date(date)] if date else unsealed_days(r, today)
     if not days:
@@ -385,7 +394,9 @@ def compact(root: str | None, date: str | None, venues: tuple[str, ...]) -> None
 @root_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-def status(root: str | None, fmt: str) -> None:
-    """Health of the daemon's feeds (from ROOT/status/daemon.json) and of the sealed days."""
+@journal_option()
+def status(root: str | None, fmt: str, journal: str | None) -> None:
+    """Health of the daemon's feeds (from ROOT/status/daemon.json; for an s3:// root,
+    status/daemon.json in the local journal directory) and of the sealed days."""
     from tickrec.status import status_text
-    click.echo(status_text(resolve_root(root, must_exist=True), fmt))
+    click.echo(status_text(resolve_root(root, must_exist=True, journal=journal), fmt))

@@ -1,4 +1,7 @@
-"""``tickrec status``: the daemon's last status snapshot and the seal state of each day."""
+"""``tickrec status``: the daemon's last status snapshot and the seal state of each day.
+
+For an ``s3://`` root the snapshot is read from the local journal directory
+(where that host's daemon writes it) and the days from the bucket."""
 
 from __future__ import annotations
 
@@ -9,16 +12,24 @@ from typing import Any
 
 from recorder.health import status_file
 from storage.atomic import read_json
-from storage.compact import day_state, store_dates
+from storage.compact import day_state, list_store, store_dates
+from storage.fs import StoreRoot, as_store
+from storage.liveset import Manifests
 
 SHOW_DAYS = 14
 
 
-def days_report(root: Path) -> list[dict[str, Any]]:
+def days_report(root: Path | StoreRoot) -> list[dict[str, Any]]:
     """The last ``SHOW_DAYS`` days of the store: sealed, unsealed, late files, interrupted."""
+    store = as_store(root)
+    listing = list_store(store)
+    dates = store_dates(store, listing)[-SHOW_DAYS:]
+    manifests = Manifests(store) if store.s3 else None
+    if manifests is not None:
+        manifests.prefetch(dates)
     out = []
-    for date in store_dates(root)[-SHOW_DAYS:]:
-        st = day_state(root, date)
+    for date in dates:
+        st = day_state(store, date, listing=listing, manifests=manifests)
         late = sum(len(v) for v in st.late.values())
         if st.pending_intent:
             what = "seal interrupted (run `tickrec compact`)"
@@ -30,7 +41,10 @@ def days_report(root: Path) -> list[dict[str, Any]]:
             what = "partly sealed"
         else:
             what = "not sealed"
+        if st.garbage:
+            what += f" ({len(st.garbage)} replaced file(s) not deleted yet)"
         out.append({"date": date, "state": what, "late_files": late,
+                    "garbage_files": len(st.garbage),
                     "sealed_at": (st.manifest or {}).get("sealed_at")})
     return out
 
@@ -39,7 +53,7 @@ def _age(snap: dict[str, Any]) -> float:
     return (time.time_ns() - int(snap.get("wall_ns", 0))) / 1e9
 
 
-def status_text(root: Path, fmt: str = "table") -> str:
+def status_text(root: Path | StoreRoot, fmt: str = "table") -> str:
     snap = read_json(status_file(root))
     days = days_report(root)
     if fmt == "json":

@@ -10,8 +10,9 @@ Checks, each problem one line:
 Hidden temp files of a publish in progress are reported as notes, not problems.
 
 An ``s3://`` root (``storage.fs.StoreRoot``) gets the same checks: the files are
-the bucket's published objects (there are no temps on S3), the journal is the
-root's local journal directory.
+the bucket's live objects (by the seal manifests, ``storage.liveset``; objects a
+seal replaced and has not deleted yet are a note; there are no temps on S3), the
+journal is the root's local journal directory.
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ def check_objects(store: StoreRoot, report: Report) -> frozenset[str]:
     returns the unreadable objects' paths."""
     bad: set[str] = set()
     for table, schema in TABLES.items():
-        for path in store.parquet_files(table):
+        live = store.parquet_files(table)
+        dead = len(store.list_parquet(table)) - len(live)
+        if dead:
+            report.notes.append(f"{table}: {dead} object(s) replaced by a seal and not deleted "
+                                "yet (the next seal deletes them)")
+        for path in live:
             report.files += 1
             rel = path[len(store.base) + 1:]
             try:
