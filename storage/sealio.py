@@ -43,12 +43,33 @@ WRITE_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3,
                                      write_page_index=True)
 
 
+def _float_columns(schema: pa.Schema) -> list[str]:
+    """Parquet paths of the float columns (of a list column: its ``name.list.element``)."""
+    out = []
+    for f in schema:
+        t, path = f.type, f.name
+        while pa.types.is_list(t):
+            t, path = t.value_type, f"{path}.list.element"
+        if pa.types.is_floating(t):
+            out.append(path)
+    return out
+
+
 def sealed_options(table: str) -> dict[str, Any]:
     """``ParquetWriter`` options of a sealed file of ``table``: the rolled files'
-    encodings, row-group statistics (not for payload columns), a page index and
-    the seal order as ``sorting_columns``."""
+    encodings plus dictionaries for float columns, row-group statistics (not for
+    payload columns), a page index and the seal order as ``sorting_columns``.
+
+    Prices and sizes (book levels too) repeat on their tick and lot grids, and a
+    sealed row group holds one or a few symbols, so their dictionaries stay
+    small: DuckDB scans them about twice as fast as zstd-compressed plain
+    doubles, in smaller files (docs/benchmarks.md, "Query"). A column whose
+    dictionary outgrows 1 MB in a row group falls back to plain pages by itself.
+    """
     schema = TABLES[table]
-    return dict(WRITE_OPTIONS, **encoding_options(schema),
+    enc = encoding_options(schema)
+    return dict(WRITE_OPTIONS, column_encoding=enc["column_encoding"],
+                use_dictionary=enc["use_dictionary"] + _float_columns(schema),
                 write_statistics=[n for n in schema.names if n not in NO_STATS],
                 sorting_columns=pq.SortingColumn.from_ordering(
                     schema, [(k, "ascending") for k in sort_key(table)]))
@@ -163,9 +184,12 @@ def rewrite(con: duckdb.DuckDBPyConnection, files: list[Path], table: str,
 
 
 def write_sorted(batches: Iterable[pa.RecordBatch], table: str, name: Callable[[int], Path], *,
-                 row_group_rows: int = ROW_GROUP_ROWS, file_rows: int = FILE_ROWS
-                 ) -> list[Written]:
+                 row_group_rows: int = ROW_GROUP_ROWS, file_rows: int = FILE_ROWS,
+                 options: dict[str, Any] | None = None) -> list[Written]:
     """``batches`` (already in seal order) as sealed temp files beside ``name(k)``.
+
+    ``options`` (the ``ParquetWriter`` options) default to ``sealed_options(table)``;
+    only benchmarks comparing layouts pass others.
 
     Every row group holds ``row_group_rows`` rows (the last of a file fewer);
     a file holds at most ``file_rows`` rows (rounded up to whole row groups).
@@ -173,7 +197,7 @@ def write_sorted(batches: Iterable[pa.RecordBatch], table: str, name: Callable[[
     even for zero rows, so a sealed partition is never empty of files.
     """
     schema = TABLES[table]
-    options = sealed_options(table)
+    options = options if options is not None else sealed_options(table)
     per_file = max(1, -(-file_rows // row_group_rows))
     out: list[Written] = []
     writer: pq.ParquetWriter | None = None
