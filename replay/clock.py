@@ -126,6 +126,7 @@ class WallClock:
         self.precise = precise
         self.spin_ns = int(spin * 1e9)
         self.lateness = Lateness()
+        self.wakeups = 0          # sleeps taken (each costs one or more event-loop passes)
         self._start = start if start is not None else 0
         self._ts0: int | None = None
         self._wall0 = 0           # monotonic ns at the anchor
@@ -177,6 +178,7 @@ class WallClock:
         spin, yielding to the loop); return the monotonic time, never before ``due``."""
         mono = time.monotonic_ns
         spin = self.spin_ns if self.precise else 0
+        self.wakeups += 1
         now = mono()
         while now < due:
             left = due - now
