@@ -57,7 +57,7 @@ class Lateness:
         self._ring = array("q")
 
     def add(self, late_ns: int) -> None:
-        if late_ns < 0:
+        if late_ns < 0:          # noqa: PLR1730 - a call to max() costs more per event
             late_ns = 0
         self.last_ns = late_ns
         count = self.count
@@ -67,7 +67,7 @@ class Lateness:
             self._ring[count % self.window] = late_ns
         self.count = count + 1
         self.total_ns += late_ns
-        if late_ns > self.max_ns:
+        if late_ns > self.max_ns:  # noqa: PLR1730 - as above
             self.max_ns = late_ns
 
     def percentile(self, q: float) -> int:

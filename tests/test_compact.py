@@ -18,8 +18,14 @@ from recorder.capture import RecvClock
 from replay import digest, replay_sync
 from schemas.events import Trade
 from storage.catalog import connect, run_query
-from storage.compact import (SealOptions, day_state, manifest_path, recover_seals, seal_day,
-                             unsealed_days)
+from storage.compact import (
+    SealOptions,
+    day_state,
+    manifest_path,
+    recover_seals,
+    seal_day,
+    unsealed_days,
+)
 from storage.journal import read_journal
 from storage.layout import DAY_NS
 from storage.sealio import write_sorted
