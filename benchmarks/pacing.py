@@ -3,7 +3,9 @@
 Feeds 10,000 events spaced like a busy feed (0.1 to 0.5 ms apart) through the
 replay clock exactly as ``ReplayFeed`` does, in the default mode and in the
 precise mode (spins the last stretch of each wait). Lateness is measured by the
-clock itself against the monotonic clock; CPU is process time over wall time.
+clock itself against the monotonic clock; CPU is process time over wall time;
+``wakeups`` counts the sleeps the clock took (what the default mode's CPU is
+mostly made of: see docs/benchmarks.md, "Pacing").
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ async def _pace(speed: float, precise: bool, n: int) -> dict[str, Any]:
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     s = clock.lateness.summary()
     return {"speed": speed, "precise": precise, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
-            "max_ms": s["max_ms"], "cpu": cpu / wall, "seconds": wall}
+            "max_ms": s["max_ms"], "cpu": cpu / wall, "seconds": wall,
+            "wakeups": clock.wakeups}
 
 
 def run(n: int = 10_000) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@
 ``digest(files, table)`` and ``rewrite(files, table, dest)`` read a list of
 Parquet files of one partition. DuckDB does the heavy lifting (an out-of-core
 sort bounded by ``memory_limit``, spilling to ``spill_dir``); pyarrow writes the
-result with the store's schema, fixed-size row groups, row-group statistics
-and the ``sorting_columns`` metadata.
+result (``write_sorted``) with the store's schema, fixed-size row groups,
+row-group statistics, a page index and the ``sorting_columns`` metadata, in the
+sealed layout of ``sealed_options``.
 
 Digest: ``count``, ``sum`` and ``bit_xor`` of DuckDB's 64-bit ``hash()`` of
 every row (all columns), so it does not depend on row order or file split and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,38 @@ NO_STATS = frozenset({"payload", "note", "extras", "detail", "url", "close_reaso
                       "subscriptions"})
 WRITE_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3,
                                      write_page_index=True)
+
+
+def _float_columns(schema: pa.Schema) -> list[str]:
+    """Parquet paths of the float columns (of a list column: its ``name.list.element``)."""
+    out = []
+    for f in schema:
+        t, path = f.type, f.name
+        while pa.types.is_list(t):
+            t, path = t.value_type, f"{path}.list.element"
+        if pa.types.is_floating(t):
+            out.append(path)
+    return out
+
+
+def sealed_options(table: str) -> dict[str, Any]:
+    """``ParquetWriter`` options of a sealed file of ``table``: the rolled files'
+    encodings plus dictionaries for float columns, row-group statistics (not for
+    payload columns), a page index and the seal order as ``sorting_columns``.
+
+    Prices and sizes (book levels too) repeat on their tick and lot grids, and a
+    sealed row group holds one or a few symbols, so their dictionaries stay
+    small: DuckDB scans them about twice as fast as zstd-compressed plain
+    doubles, in smaller files (docs/benchmarks.md, "Query"). A column whose
+    dictionary outgrows 1 MB in a row group falls back to plain pages by itself.
+    """
+    schema = TABLES[table]
+    enc = encoding_options(schema)
+    return dict(WRITE_OPTIONS, column_encoding=enc["column_encoding"],
+                use_dictionary=enc["use_dictionary"] + _float_columns(schema),
+                write_statistics=[n for n in schema.names if n not in NO_STATS],
+                sorting_columns=pq.SortingColumn.from_ordering(
+                    schema, [(k, "ascending") for k in sort_key(table)]))
 
 
 def sort_key(table: str) -> tuple[str, ...]:
@@ -113,11 +146,11 @@ def _reader(con: duckdb.DuckDBPyConnection, sql: str, batch: int) -> pa.RecordBa
     return reader
 
 
-def _chunks(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
+def _chunks(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
     """Re-cut a stream of batches into tables of exactly ``size`` rows (the last may be short)."""
     pending: list[pa.RecordBatch] = []
     held = 0
-    for batch in reader:
+    for batch in batches:
         if batch.num_rows == 0:
             continue
         pending.append(batch)
@@ -142,7 +175,21 @@ def sha256_of(path: Path) -> str:
 def rewrite(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], table: str,
             name: Callable[[int], Path], *, row_group_rows: int = ROW_GROUP_ROWS,
             file_rows: int = FILE_ROWS) -> list[Written]:
-    """Rows of ``files`` sorted by the table's seal key into temp files beside ``name(k)``.
+    """Rows of ``files`` sorted by the table's seal key, written by ``write_sorted``."""
+    order = ", ".join(f'"{k}"' for k in sort_key(table))
+    sql = f"SELECT * FROM {_files_sql(files)} ORDER BY {order}"
+    batches: Iterable[pa.RecordBatch] = _reader(con, sql, 16_384) if files else ()
+    return write_sorted(batches, table, name, row_group_rows=row_group_rows,
+                        file_rows=file_rows)
+
+
+def write_sorted(batches: Iterable[pa.RecordBatch], table: str, name: Callable[[int], Path], *,
+                 row_group_rows: int = ROW_GROUP_ROWS, file_rows: int = FILE_ROWS,
+                 options: dict[str, Any] | None = None) -> list[Written]:
+    """``batches`` (already in seal order) as sealed temp files beside ``name(k)``.
+
+    ``options`` (the ``ParquetWriter`` options) default to ``sealed_options(table)``;
+    only benchmarks comparing layouts pass others.
 
     Every row group holds ``row_group_rows`` rows (the last of a file fewer);
     a file holds at most ``file_rows`` rows (rounded up to whole row groups).
@@ -150,12 +197,8 @@ def rewrite(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], table: 
     even for zero rows, so a sealed partition is never empty of files.
     """
     schema = TABLES[table]
-    key = sort_key(table)
+    options = options if options is not None else sealed_options(table)
     per_file = max(1, -(-file_rows // row_group_rows))
-    order = ", ".join(f'"{k}"' for k in key)
-    sql = f"SELECT * FROM {_files_sql(files)} ORDER BY {order}"
-    stats = [n for n in schema.names if n not in NO_STATS]
-    sorting = pq.SortingColumn.from_ordering(schema, [(k, "ascending") for k in key])
     out: list[Written] = []
     writer: pq.ParquetWriter | None = None
     groups = rows = 0
@@ -177,11 +220,9 @@ def rewrite(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], table: 
         tmp = temp_path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         groups = rows = 0
-        return pq.ParquetWriter(tmp, schema, write_statistics=stats, sorting_columns=sorting,
-                                **WRITE_OPTIONS, **encoding_options(schema))
+        return pq.ParquetWriter(tmp, schema, **options)
 
-    reader = _reader(con, sql, 16_384) if files else iter(())
-    for chunk in _chunks(reader, row_group_rows):  # type: ignore[arg-type]
+    for chunk in _chunks(batches, row_group_rows):
         if writer is None:
             writer = open_next()
         writer.write_table(chunk.cast(schema), row_group_size=row_group_rows)

@@ -154,3 +154,14 @@ def test_trade_rows_match_the_helper() -> None:
     from storage.writer import _GETTERS
     assert _GETTERS["trades"](ev) == ("BTC", 1, None, None, "s", 0, 0, 1.0, 1.0, None, "buy", None,
                                       None)
+
+
+async def test_events_already_due_are_released_without_a_wakeup() -> None:
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+    await asyncio.sleep(0.005)
+    for k in range(100):                        # all due 5 ms ago .. now: no sleep at all
+        await clock.wait_until(T0 + k * 40_000)
+    assert clock.wakeups == 0 and clock.lateness.count == 101
+    await clock.wait_until(T0 + 20 * MS)        # 15 ms ahead: one sleep, never early
+    assert clock.wakeups >= 1 and time.monotonic_ns() >= clock.deadline(T0 + 20 * MS)

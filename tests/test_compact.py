@@ -18,11 +18,18 @@ from recorder.capture import RecvClock
 from replay import digest, replay_sync
 from schemas.events import Trade
 from storage.catalog import connect, run_query
-from storage.compact import (SealOptions, day_state, manifest_path, recover_seals, seal_day,
-                             unsealed_days)
+from storage.compact import (
+    SealOptions,
+    day_state,
+    manifest_path,
+    recover_seals,
+    seal_day,
+    unsealed_days,
+)
 from storage.journal import read_journal
 from storage.layout import DAY_NS
-from storage.writer import StoreWriter
+from storage.sealio import write_sorted
+from storage.writer import StoreWriter, to_arrow
 from tests.helpers import read_table, record_sim
 from tickrec.cli import main
 
@@ -270,3 +277,37 @@ def test_a_sealed_day_answers_one_symbol_one_hour_from_few_row_groups(tmp_path: 
     scanned = re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan)
     assert scanned is not None, plan
     assert int(scanned[2]) == groups and int(scanned[1]) <= both_hits, plan
+
+
+def test_sealed_files_dictionary_encode_floats_and_keep_their_values(tmp_path: Path) -> None:
+    _synthetic_day(tmp_path, symbols=4, per_symbol=600)
+    before = Counter((r["symbol"], r["ts_recv"], r["price"], r["size"], r["turnover"])
+                     for r in read_table(tmp_path, "trades"))
+    assert seal_day(tmp_path, D1, options=SealOptions(row_group_rows=1024, file_rows=4096)).ok
+    files = sorted(tmp_path.glob(f"trades/venue=alltick/date={D1}/sealed-*.parquet"))
+    for path in files:
+        md = pq.ParquetFile(path).metadata
+        for g in range(md.num_row_groups):
+            chunks = {md.row_group(g).column(i).path_in_schema: md.row_group(g).column(i)
+                      for i in range(md.num_columns)}
+            for name in ("price", "size"):
+                assert "RLE_DICTIONARY" in chunks[name].encodings, (name, chunks[name].encodings)
+                assert chunks[name].dictionary_page_offset is not None
+            assert "DELTA_BINARY_PACKED" in chunks["ts_recv"].encodings
+    assert Counter((r["symbol"], r["ts_recv"], r["price"], r["size"], r["turnover"])
+                   for r in read_table(tmp_path, "trades")) == before
+
+
+def test_sealed_book_files_dictionary_encode_the_level_lists(tmp_path: Path) -> None:
+    def levels(i: int) -> list[list[float]]:
+        return [[100.0 + i % 3, 99.5], [200.0, 300.0 + i % 2]]
+    rows = [("S", i, None, i, "s", i, 0, 2, *levels(i), *levels(i + 1), None, None)
+            for i in range(3000)]
+    book = to_arrow("book", rows)
+    [out] = write_sorted(book.to_batches(), "book", lambda k: tmp_path / f"b{k}.parquet")
+    md = pq.ParquetFile(out.path).metadata
+    encodings = {md.row_group(0).column(i).path_in_schema: md.row_group(0).column(i).encodings
+                 for i in range(md.num_columns)}
+    for side in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+        assert "RLE_DICTIONARY" in encodings[f"{side}.list.element"], encodings
+    assert pq.read_table(out.path).equals(book)
