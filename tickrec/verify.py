@@ -33,6 +33,7 @@ from schemas.events import EVENT_COLUMNS, RawRecord, Status
 from schemas.tables import EVENT_TABLES, METADATA_KEY, SCHEMA_VERSION, TABLES
 from schemas.venues import NAMES, make_decoder
 from storage.fs import StoreRoot
+from storage.layout import date_of
 from storage.writer import _GETTERS
 
 Root = Path | StoreRoot
@@ -105,49 +106,55 @@ def _live(run: Path) -> bool:
     return False
 
 
-def _open(root: Root, table: str, venue: str,
-          skip: frozenset[str] = frozenset()) -> ds.Dataset | None:
-    """The table's files of one venue as a dataset; ``None`` when there are none.
+class _Partitions:
+    """One venue's published files per (table, date): local directories or, on an
+    object store, one listing per table (``skip``: objects reported unreadable)."""
 
-    ``skip``: object paths already reported unreadable (object stores)."""
-    if isinstance(root, StoreRoot):
-        files = [f for f in root.parquet_files(table, venue) if f not in skip]
-        return ds.dataset(files, format="parquet", filesystem=root.fs) if files else None
-    base = root / table / f"venue={venue}"
-    return ds.dataset(base, format="parquet") if base.is_dir() else None
+    def __init__(self, root: Root, venue: str, skip: frozenset[str] = frozenset()) -> None:
+        self.root, self.venue = root, venue
+        self.files: dict[str, dict[str, list[str]]] = {}
+        for table in ("raw", *EVENT_TABLES):
+            by_date: dict[str, list[str]] = {}
+            for path in self._list(table):
+                if path in skip:
+                    continue
+                part = path.rsplit("/", 2)[-2]
+                if part.startswith("date="):
+                    by_date.setdefault(part[5:], []).append(path)
+            self.files[table] = by_date
+
+    def _list(self, table: str) -> list[str]:
+        if isinstance(self.root, StoreRoot):
+            return list(self.root.parquet_files(table, self.venue))
+        base = self.root / table / f"venue={self.venue}"
+        return sorted(str(p) for p in base.glob("date=*/*.parquet") if not p.name.startswith("."))
+
+    def dates(self) -> list[str]:
+        return sorted({d for by_date in self.files.values() for d in by_date})
+
+    def read(self, table: str, date: str, columns: list[str] | None = None) -> pa.Table | None:
+        files = self.files[table].get(date)
+        if not files:
+            return None
+        fs = self.root.fs if isinstance(self.root, StoreRoot) else None
+        return _int_times(ds.dataset(files, format="parquet", filesystem=fs)
+                          .to_table(columns=columns))
 
 
-def _raw_sessions(root: Root, venue: str,
-                  skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, list[RawRecord]]]:
-    data = _open(root, "raw", venue, skip)
-    if data is None:
-        return
-    t = _int_times(data.to_table())
+def _raw_records(t: pa.Table) -> Iterator[tuple[str, RawRecord]]:
+    """One day's raw rows as (session, record), by (session, ts_recv, frame)."""
     t = t.sort_by([("session", "ascending"), ("ts_recv", "ascending"), ("frame", "ascending")])
-    cols = {n: t.column(n).to_pylist() for n in t.column_names}
-    i, n = 0, t.num_rows
-    while i < n:
-        session = cols["session"][i]
-        recs = []
-        while i < n and cols["session"][i] == session:
-            recs.append(RawRecord(cols["ts_recv"][i], cols["frame"][i], cols["direction"][i],
-                                  cols["kind"][i], cols["payload"][i], cols["note"][i]))
-            i += 1
-        yield session, recs
+    cols = [t.column(n).to_pylist() for n in
+            ("session", "ts_recv", "frame", "direction", "kind", "payload", "note")]
+    for session, ts, frame, direction, kind, payload, note in zip(*cols):
+        yield session, RawRecord(ts, frame, direction, kind, payload, note)
 
 
-def _stored(root: Root, venue: str,
-            skip: frozenset[str] = frozenset()) -> dict[str, list[tuple[Any, ...]]]:
-    out: dict[str, list[tuple[Any, ...]]] = {}
-    for table in EVENT_TABLES:
-        data = _open(root, table, venue, skip)
-        if data is None:
-            out[table] = []
-            continue
-        t = _int_times(data.to_table(columns=list(EVENT_COLUMNS[table])))
-        out[table] = sorted(zip(*(t.column(c).to_pylist() for c in EVENT_COLUMNS[table])),
-                            key=_key(table))
-    return out
+def _stored(parts: _Partitions, table: str, date: str) -> list[tuple[Any, ...]]:
+    t = parts.read(table, date, list(EVENT_COLUMNS[table]))
+    if t is None:
+        return []
+    return sorted(zip(*(t.column(c).to_pylist() for c in EVENT_COLUMNS[table])), key=_key(table))
 
 
 def _key(table: str) -> Any:
@@ -158,30 +165,50 @@ def _key(table: str) -> Any:
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     # NaN never equals itself; compare field by field treating NaN == NaN
-    return all(x == y or (x != x and y != y) for x, y in zip(a, b))
+    return all(x == y or (x != x and y != y) for x, y in zip(a, b))  # noqa: PLR0124
 
 
 def check_rederive(root: Root, venue: str, report: Report,
                    skip: frozenset[str] = frozenset()) -> None:
-    derived: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for session, recs in _raw_sessions(root, venue, skip):
-        report.sessions += 1
-        dec = make_decoder(venue, session)
-        for rec in recs:
+    """Every stored event row of ``venue`` equals the rows its raw frames give.
+
+    Day by day, so memory follows the largest day: each day's raw rows go through
+    the decoders of their sessions (kept across midnight until the session closes),
+    and the rows derived so far for that day are compared with the day's stored
+    rows. A derived row lands in the day of its own ``ts_recv``, as the writer puts it.
+    """
+    parts = _Partitions(root, venue, skip)
+    decoders: dict[str, Any] = {}
+    derived: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
+    for date in parts.dates():
+        raw = parts.read("raw", date)
+        for session, rec in _raw_records(raw) if raw is not None else ():
+            dec = decoders.get(session)
+            if dec is None:
+                dec = decoders[session] = make_decoder(venue, session)
+                report.sessions += 1
             for ev in dec.feed(rec):
                 if not isinstance(ev, Status):
-                    derived[ev.TABLE].append(_GETTERS[ev.TABLE](ev))
-    stored = _stored(root, venue, skip)
+                    derived[date_of(ev.ts_recv)][ev.TABLE].append(_GETTERS[ev.TABLE](ev))
+            if rec.kind == "close":
+                del decoders[session]
+        _compare(venue, date, derived.pop(date, {}), parts, report)
+    for date in sorted(derived):            # rows derived for a day nothing was stored in
+        _compare(venue, date, derived[date], parts, report)
+
+
+def _compare(venue: str, date: str, derived: dict[str, list[tuple[Any, ...]]],
+             parts: _Partitions, report: Report) -> None:
     for table in EVENT_TABLES:
         want = sorted(derived.get(table, []), key=_key(table))
-        have = stored[table]
+        have = _stored(parts, table, date)
         report.rows_checked += len(have)
         if len(want) != len(have) or not all(_same(a, b) for a, b in zip(want, have)):
             diff = next((i for i, (a, b) in enumerate(zip(want, have)) if not _same(a, b)),
                         min(len(want), len(have)))
             report.problems.append(
-                f"{venue} {table}: {len(have)} rows stored, {len(want)} re-derived from raw; "
-                f"first difference at row {diff}")
+                f"{venue} {table} on {date}: {len(have)} rows stored, {len(want)} re-derived "
+                f"from raw; first difference at row {diff}")
 
 
 def check_objects(store: StoreRoot, report: Report) -> frozenset[str]:
