@@ -13,10 +13,9 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from benchmarks.blast import SUB
 from recorder.live import Recorder
 
-SUB = json.dumps({"cmd_id": 22004, "seq_id": 1, "trace": "b",
-                  "data": {"symbol_list": [{"code": "AAPL.US"}]}})
 
 
 def start_blast(n: int) -> tuple[subprocess.Popen[str], str]:
