@@ -1,6 +1,8 @@
 """Rows of one recorder run → partitioned Parquet files, published atomically.
 
-Rows are buffered per (table, UTC date of ``ts_recv``) as tuples. ``take()``
+Rows are buffered per (table, UTC date of ``ts_recv``) in arrival order as Arrow
+tables: row tuples are converted every ``CHUNK_ROWS`` rows, and a columnar
+decoder's rows arrive as Arrow tables already (``add_table``). ``take()``
 swaps the buffers out (cheap: call it on the event loop); ``publish(batch)``
 writes them (slow: may run in a worker thread). One publish writes at most one
 file per (table, date), so files roll by size/time, never one per frame or per
@@ -35,30 +37,83 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from itertools import accumulate
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
 from storage.atomic import fsync_dir, read_json, temp_path, write_json, write_parquet_temp
 from storage.fs import StoreRoot, as_store
-from storage.layout import date_of, partition_dir
+from storage.layout import DAY_NS, date_of, partition_dir
 
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     name: attrgetter(*cols) for name, cols in EVENT_COLUMNS.items()}
+CHUNK_ROWS = 4096       # row tuples held before they become one Arrow table
+
+
+class Rows:
+    """The buffered rows of one (table, date), in arrival order: Arrow tables, then a
+    tail of row tuples that becomes one more table every ``CHUNK_ROWS`` rows (so Python
+    objects never pile up, and the conversion is spread over the capture)."""
+    __slots__ = ("table", "chunks", "tail", "count")
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.chunks: list[pa.Table] = []
+        self.tail: list[tuple[Any, ...]] = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        tail = self.tail
+        tail.append(row)
+        self.count += 1
+        if len(tail) >= CHUNK_ROWS:
+            self.seal()
+
+    def add_table(self, table: pa.Table) -> None:
+        self.seal()
+        self.chunks.append(table)
+        self.count += table.num_rows
+
+    def seal(self) -> None:
+        if self.tail:
+            self.chunks.append(to_arrow(self.table, self.tail))
+            self.tail = []
+
+    def prepend(self, front: Rows) -> None:
+        """Put ``front``'s rows before these (a failed batch given back)."""
+        front.seal()
+        self.chunks[:0] = front.chunks
+        self.count += front.count
+
+    def arrow(self) -> pa.Table:
+        self.seal()
+        if len(self.chunks) == 1:
+            return self.chunks[0]
+        return pa.concat_tables(self.chunks) if self.chunks else to_arrow(self.table, [])
 
 
 @dataclass
 class Batch:
-    rows: dict[tuple[str, str], list[tuple[Any, ...]]] = field(default_factory=dict)
+    rows: dict[tuple[str, str], Rows] = field(default_factory=dict)
     records: int = 0
     intent: bool = False        # its publish got as far as recording the intent
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self.rows.values())
+        return sum(r.count for r in self.rows.values())
+
+    def tables(self) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+        """((table, date), Arrow table) in (table, date) order."""
+        for key, rows in sorted(self.rows.items(), key=lambda kv: kv[0]):
+            yield key, rows.arrow()
 
 
 def to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -67,6 +122,14 @@ def to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
     columns = list(zip(*rows)) if rows else [[] for _ in schema]
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, schema)]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def constant(text: str, n: int) -> pa.Array:
+    """A string column holding ``text`` ``n`` times (no Python list of n items)."""
+    data = text.encode()
+    offsets = pa.array(range(0, (n + 1) * len(data), len(data)) if data else [0] * (n + 1),
+                       pa.int32())
+    return pa.StringArray.from_buffers(n, offsets.buffers()[1], pa.py_buffer(data * n))
 
 
 class StoreWriter:
@@ -88,16 +151,51 @@ class StoreWriter:
         self._unsettled: tuple[int, list[tuple[Path, Path]], int] | None = None
 
     # -- buffering (hot path) --------------------------------------------------------
-    def _rows(self, table: str, ts: int) -> list[tuple[Any, ...]]:
+    def _rows(self, table: str, ts: int) -> Rows:
         key = (table, date_of(ts))
         rows = self._batch.rows.get(key)
         if rows is None:
-            rows = self._batch.rows[key] = []
+            rows = self._batch.rows[key] = Rows(table)
         return rows
 
     def add_raw(self, session: str, rec: RawRecord) -> None:
         self._rows("raw", rec.ts_recv).append(
             (rec.ts_recv, session, rec.frame, rec.direction, rec.kind, rec.payload, rec.note))
+
+    def add_raw_many(self, session: str, recs: Sequence[RawRecord]) -> None:
+        """``add_raw`` for each record, built as one Arrow table (payloads: one concat)."""
+        if not recs:
+            return
+        n = len(recs)
+        payloads = [r.payload for r in recs]
+        offsets = pa.array([0, *accumulate(map(len, payloads))], pa.int32())
+        schema = TABLES["raw"]
+        columns = {
+            "ts_recv": pa.array([r.ts_recv for r in recs], schema.field("ts_recv").type),
+            "session": constant(session, n),
+            "frame": pa.array([r.frame for r in recs], pa.int64()),
+            "direction": pa.array([r.direction for r in recs], pa.string()),
+            "kind": pa.array([r.kind for r in recs], pa.string()),
+            "payload": pa.Array.from_buffers(pa.binary(), n, [
+                None, offsets.buffers()[1], pa.py_buffer(b"".join(payloads))]),
+            "note": pa.array([r.note for r in recs], pa.string()),
+        }
+        self.add_table("raw", pa.Table.from_pydict(columns, schema=schema))
+
+    def add_table(self, table: str, rows: pa.Table) -> None:
+        """Rows already in ``table``'s schema, ``ts_recv`` not decreasing (split at UTC
+        midnight here)."""
+        if rows.num_rows == 0:
+            return
+        ts = rows.column("ts_recv")
+        first, last = ts[0].value, ts[-1].value
+        if first // DAY_NS == last // DAY_NS:
+            self._rows(table, first).add_table(rows)
+            return
+        days = pc.floor_temporal(ts, unit="day")
+        for day in pc.unique(days):
+            part = rows.filter(pc.equal(days, day))
+            self._rows(table, part.column("ts_recv")[0].value).add_table(part)
 
     def mark(self, records: int) -> None:
         """The buffered rows now cover the run's first ``records`` journal records."""
@@ -138,11 +236,11 @@ class StoreWriter:
             return self._publish_objects(batch)
         pairs: list[tuple[Path, Path]] = []
         try:
-            for (table, date), rows in sorted(batch.rows.items()):
+            for (table, date), rows in batch.tables():
                 final = partition_dir(self.root, table, self.venue, date) / \
                     f"{self.run}-{self._next_file:06d}.parquet"
                 self._next_file += 1
-                pairs.append((write_parquet_temp(to_arrow(table, rows), final), final))
+                pairs.append((write_parquet_temp(rows, final), final))
             self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
         except BaseException:
             for tmp, _ in pairs:
@@ -174,8 +272,8 @@ class StoreWriter:
     def restore(self, batch: Batch) -> None:
         """Put the rows of a batch whose publish failed back in front of the buffer."""
         for key, rows in batch.rows.items():
-            rows.extend(self._batch.rows.get(key, ()))
-            self._batch.rows[key] = rows
+            mine = self._batch.rows.setdefault(key, Rows(key[0]))
+            mine.prepend(rows)
         self._batch.records = max(self._batch.records, batch.records)
 
     def _publish_objects(self, batch: Batch) -> list[Path]:
@@ -188,7 +286,7 @@ class StoreWriter:
             self._next_file += 1
         self._checkpoint(batch.records, [[None, n] for _, _, n in names], first)  # type: ignore[list-item]
         for t, d, n in names:
-            self.store.write_parquet(to_arrow(t, batch.rows[(t, d)]), n)
+            self.store.write_parquet(batch.rows[(t, d)].arrow(), n)
         out = [Path(self.store.join(n)) for _, _, n in names]    # bucket/prefix/... keys
         self._checkpoint(batch.records, None)
         if self.redo is not None and batch.records >= self.redo:
@@ -239,4 +337,4 @@ def recover_publish(root: Path | str | StoreRoot, venue: str, run: str, state_di
     return int(state.get("records", 0))
 
 
-__all__ = ["Batch", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]
+__all__ = ["Batch", "Rows", "StoreWriter", "constant", "recover_publish", "to_arrow", "temp_path"]
