@@ -1,4 +1,9 @@
-"""Capture throughput: the whole pipeline beside a bare websockets + JSON client."""
+"""Capture throughput: the whole pipeline beside a bare websockets + JSON client.
+
+"ours" is end to end: from the first frame until the rows of all n frames are
+published in Parquet; "ingest" is until the recorder has read them. "lost"
+compares the trade and depth rows stored with the pushes sent.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import pyarrow.parquet as pq
 from websockets.asyncio.client import connect
 
+from benchmarks import capture_memory
 from benchmarks.blast import SUB
 from recorder.live import Recorder
-
 
 
 def start_blast(n: int) -> tuple[subprocess.Popen[str], str]:
@@ -36,8 +42,11 @@ async def bare_client(url: str, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-async def recorder_client(url: str, n: int, root: Path) -> tuple[float, int]:
-    """Frames/s through websockets → journal → decode → gap tracking → Parquet."""
+async def recorder_client(url: str, n: int, root: Path) -> dict[str, float]:
+    """Frames/s through websockets → journal → decode → gap tracking → Parquet.
+
+    ``ingest``: until the recorder has read the n frames; ``end_to_end``: until their
+    rows are published in Parquet (the run stopped and closed); ``lag_s``: between."""
     rec = Recorder("alltick", url, ["AAPL.US"], root, flush_seconds=1.0,
                    options={"streams": ("trades",)})
     task = asyncio.create_task(rec.run())
@@ -46,11 +55,18 @@ async def recorder_client(url: str, n: int, root: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     while rec.capture.frames_in < n + 1:
         await asyncio.sleep(0.002)
-    elapsed = time.perf_counter() - t0
+    read = time.perf_counter()
     rec.stop()
     await task
-    rows = rec.capture.norm.rows
-    return n / elapsed, rows
+    stored = time.perf_counter()
+    return {"ingest": n / (read - t0), "end_to_end": n / (stored - t0), "lag_s": stored - read,
+            "rows": stored_rows(root, ("trades", "book"))}
+
+
+def stored_rows(root: Path, tables: tuple[str, ...]) -> int:
+    """Rows in the published Parquet files of ``tables``."""
+    return sum(pq.ParquetFile(f).metadata.num_rows
+               for t in tables for f in (root / t).rglob("*.parquet"))
 
 
 def run(n: int = 200_000) -> dict[str, Any]:
@@ -58,9 +74,27 @@ def run(n: int = 200_000) -> dict[str, Any]:
     try:
         ceiling = asyncio.run(bare_client(url, n))
         with tempfile.TemporaryDirectory() as tmp:
-            ours, rows = asyncio.run(recorder_client(url, n, Path(tmp)))
-            lost = n - rows
+            ours = asyncio.run(recorder_client(url, n, Path(tmp)))
     finally:
         proc.terminate()
         proc.wait()
-    return {"ceiling": ceiling, "ours": ours, "lost": lost, "frames": n}
+    return {"ceiling": ceiling, "ours": ours["end_to_end"], "ingest": ours["ingest"],
+            "lag_s": ours["lag_s"], "lost": n - ours["rows"], "frames": n}
+
+
+def report(quick: bool, row: Callable[..., str]) -> Iterator[str]:
+    """The capture lines of ``make bench`` (``row`` formats one)."""
+    cap = run(50_000 if quick else 200_000)
+    yield row("capture, whole pipeline vs bare client", cap["ours"], cap["ceiling"],
+              "frames/s", ">= 0.8 of ceiling", cap["ours"] >= 0.8 * cap["ceiling"])
+    yield row("capture, ingest (read+journal) vs bare", cap["ingest"], cap["ceiling"],
+              "frames/s", "-", True) + f"   rows in Parquet {cap['lag_s']:.2f} s after the last read"
+    yield row("capture, frames lost", cap["lost"], None, "frames", "0", cap["lost"] == 0)
+    minutes = 1 if quick else 10
+    mem = capture_memory.run(60.0 * minutes)
+    ours, bare = mem["ours"], mem["bare"]
+    yield row(f"recorder peak RSS, {minutes} min flood vs bare", ours["peak_mb"], bare["peak_mb"],
+              "MB", f"<= {mem['limit_mb']:.0f} MB, flat",
+              ours["peak_mb"] <= mem["limit_mb"] and ours["flat"]) + (
+        f"   halves {ours['first_half_mb']:.0f}/{ours['last_half_mb']:.0f} MB, "
+        f"{ours['frames'] / mem['seconds']:,.0f} frames/s (bare {bare['frames'] / mem['seconds']:,.0f})")

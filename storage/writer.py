@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from itertools import accumulate
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -47,6 +46,7 @@ import pyarrow.compute as pc
 
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
+from schemas.venues.columnar import binary_array, constant
 from storage.atomic import fsync_dir, read_json, temp_path, write_json, write_parquet_temp
 from storage.fs import StoreRoot, as_store
 from storage.layout import DAY_NS, date_of, partition_dir
@@ -124,14 +124,6 @@ def to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def constant(text: str, n: int) -> pa.Array:
-    """A string column holding ``text`` ``n`` times (no Python list of n items)."""
-    data = text.encode()
-    offsets = pa.array(range(0, (n + 1) * len(data), len(data)) if data else [0] * (n + 1),
-                       pa.int32())
-    return pa.StringArray.from_buffers(n, offsets.buffers()[1], pa.py_buffer(data * n))
-
-
 class StoreWriter:
     def __init__(self, root: Path | str | StoreRoot, venue: str, run: str,
                  state_dir: Path) -> None:
@@ -167,8 +159,6 @@ class StoreWriter:
         if not recs:
             return
         n = len(recs)
-        payloads = [r.payload for r in recs]
-        offsets = pa.array([0, *accumulate(map(len, payloads))], pa.int32())
         schema = TABLES["raw"]
         columns = {
             "ts_recv": pa.array([r.ts_recv for r in recs], schema.field("ts_recv").type),
@@ -176,8 +166,7 @@ class StoreWriter:
             "frame": pa.array([r.frame for r in recs], pa.int64()),
             "direction": pa.array([r.direction for r in recs], pa.string()),
             "kind": pa.array([r.kind for r in recs], pa.string()),
-            "payload": pa.Array.from_buffers(pa.binary(), n, [
-                None, offsets.buffers()[1], pa.py_buffer(b"".join(payloads))]),
+            "payload": binary_array([r.payload for r in recs]),
             "note": pa.array([r.note for r in recs], pa.string()),
         }
         self.add_table("raw", pa.Table.from_pydict(columns, schema=schema))
@@ -337,4 +326,4 @@ def recover_publish(root: Path | str | StoreRoot, venue: str, run: str, state_di
     return int(state.get("records", 0))
 
 
-__all__ = ["Batch", "Rows", "StoreWriter", "constant", "recover_publish", "to_arrow", "temp_path"]
+__all__ = ["Batch", "Rows", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]
