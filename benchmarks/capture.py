@@ -69,17 +69,25 @@ def stored_rows(root: Path, tables: tuple[str, ...]) -> int:
                for t in tables for f in (root / t).rglob("*.parquet"))
 
 
-def run(n: int = 200_000) -> dict[str, Any]:
+def run(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
+    """The bare client and the recorder read the same n frames, alternately, ``rounds``
+    times each; each side's best round counts (the one the shared machine disturbed
+    least)."""
     proc, url = start_blast(n)
+    bare: list[float] = []
+    ours: list[dict[str, float]] = []
     try:
-        ceiling = asyncio.run(bare_client(url, n))
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = asyncio.run(recorder_client(url, n, Path(tmp)))
+        for _ in range(rounds):
+            bare.append(asyncio.run(bare_client(url, n)))
+            with tempfile.TemporaryDirectory() as tmp:
+                ours.append(asyncio.run(recorder_client(url, n, Path(tmp))))
     finally:
         proc.terminate()
         proc.wait()
-    return {"ceiling": ceiling, "ours": ours["end_to_end"], "ingest": ours["ingest"],
-            "lag_s": ours["lag_s"], "lost": n - ours["rows"], "frames": n}
+    best = max(ours, key=lambda r: r["end_to_end"])
+    return {"ceiling": max(bare), "ours": best["end_to_end"], "ingest": best["ingest"],
+            "lag_s": best["lag_s"], "lost": max(n - r["rows"] for r in ours), "frames": n,
+            "rounds": {"bare": bare, "ours": [r["end_to_end"] for r in ours]}}
 
 
 def report(quick: bool, row: Callable[..., str]) -> Iterator[str]:

@@ -1,8 +1,9 @@
 """Rows of one recorder run → partitioned Parquet files, published atomically.
 
-Rows are buffered per (table, UTC date of ``ts_recv``) in arrival order as Arrow
-tables: row tuples are converted every ``CHUNK_ROWS`` rows, and a columnar
-decoder's rows arrive as Arrow tables already (``add_table``). ``take()``
+Rows are buffered per (table, UTC date of ``ts_recv``) in arrival order, compactly
+(``Rows``): row tuples become Arrow tables every ``CHUNK_ROWS`` rows (a columnar
+decoder's rows arrive as Arrow tables, ``add_table``), and Arrow rows become a
+zstd Parquet row group of an in-memory file every ``ROW_GROUP_ROWS``. ``take()``
 swaps the buffers out (cheap: call it on the event loop); ``publish(batch)``
 writes them (slow: may run in a worker thread). One publish writes at most one
 file per (table, date), so files roll by size/time, never one per frame or per
@@ -43,30 +44,40 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
 from schemas.venues.columnar import binary_array, constant
-from storage.atomic import fsync_dir, read_json, temp_path, write_json, write_parquet_temp
+from storage.atomic import (PARQUET_OPTIONS, encoding_options, fsync_dir, read_json, temp_path,
+                            write_json, write_temp)
 from storage.fs import StoreRoot, as_store
 from storage.layout import DAY_NS, date_of, partition_dir
 
+WRITER_OPTIONS = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     name: attrgetter(*cols) for name, cols in EVENT_COLUMNS.items()}
 CHUNK_ROWS = 4096       # row tuples held before they become one Arrow table
+ROW_GROUP_ROWS = 32_768  # Arrow rows held before they are encoded as one Parquet row group
 
 
 class Rows:
-    """The buffered rows of one (table, date), in arrival order: Arrow tables, then a
-    tail of row tuples that becomes one more table every ``CHUNK_ROWS`` rows (so Python
-    objects never pile up, and the conversion is spread over the capture)."""
-    __slots__ = ("table", "chunks", "tail", "count")
+    """The buffered rows of one (table, date), in arrival order, kept small: row tuples
+    become an Arrow table every ``CHUNK_ROWS`` rows, and Arrow tables are encoded as a
+    Parquet row group (zstd, in memory) every ``ROW_GROUP_ROWS`` rows, so a batch costs
+    its compressed size, not its Python or Arrow size. ``files()`` closes the file;
+    a failed batch given back (``prepend``) keeps its files in front."""
+    __slots__ = ("table", "chunks", "tail", "count", "loose", "_sink", "_writer", "done")
 
     def __init__(self, table: str) -> None:
         self.table = table
         self.chunks: list[pa.Table] = []
         self.tail: list[tuple[Any, ...]] = []
         self.count = 0
+        self.loose = 0                          # rows in chunks, not yet encoded
+        self._sink: pa.BufferOutputStream | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self.done: list[pa.Buffer] = []         # whole Parquet files
 
     def __len__(self) -> int:
         return self.count
@@ -79,26 +90,56 @@ class Rows:
             self.seal()
 
     def add_table(self, table: pa.Table) -> None:
-        self.seal()
+        self._seal_tail()
         self.chunks.append(table)
         self.count += table.num_rows
+        self.loose += table.num_rows
+        if self.loose >= ROW_GROUP_ROWS:
+            self._encode()
 
     def seal(self) -> None:
+        self._seal_tail()
+        if self.loose >= ROW_GROUP_ROWS:
+            self._encode()
+
+    def _seal_tail(self) -> None:
         if self.tail:
             self.chunks.append(to_arrow(self.table, self.tail))
+            self.loose += len(self.tail)
             self.tail = []
+
+    def _encode(self) -> None:
+        if not self.chunks:
+            return
+        if self._writer is None:
+            schema = TABLES[self.table]
+            self._sink = pa.BufferOutputStream()
+            self._writer = pq.ParquetWriter(self._sink, schema, **WRITER_OPTIONS,
+                                            **encoding_options(schema))
+        table = self.chunks[0] if len(self.chunks) == 1 else pa.concat_tables(self.chunks)
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.chunks, self.loose = [], 0
+
+    def files(self) -> list[pa.Buffer]:
+        """The rows as whole Parquet files (one, or more after ``prepend``)."""
+        self._seal_tail()
+        self._encode()
+        if self._writer is not None and self._sink is not None:
+            self._writer.close()
+            self.done.append(self._sink.getvalue())
+            self._writer = self._sink = None
+        return self.done
 
     def prepend(self, front: Rows) -> None:
         """Put ``front``'s rows before these (a failed batch given back)."""
-        front.seal()
-        self.chunks[:0] = front.chunks
+        self.done[:0] = front.files()
         self.count += front.count
 
     def arrow(self) -> pa.Table:
-        self.seal()
-        if len(self.chunks) == 1:
-            return self.chunks[0]
-        return pa.concat_tables(self.chunks) if self.chunks else to_arrow(self.table, [])
+        tables = [pq.read_table(pa.BufferReader(f)) for f in self.files()]
+        if not tables:
+            return to_arrow(self.table, [])
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 @dataclass
@@ -111,7 +152,7 @@ class Batch:
         return sum(r.count for r in self.rows.values())
 
     def tables(self) -> Iterator[tuple[tuple[str, str], pa.Table]]:
-        """((table, date), Arrow table) in (table, date) order."""
+        """((table, date), Arrow table) in (table, date) order (read back: slow)."""
         for key, rows in sorted(self.rows.items(), key=lambda kv: kv[0]):
             yield key, rows.arrow()
 
@@ -225,11 +266,12 @@ class StoreWriter:
             return self._publish_objects(batch)
         pairs: list[tuple[Path, Path]] = []
         try:
-            for (table, date), rows in batch.tables():
-                final = partition_dir(self.root, table, self.venue, date) / \
-                    f"{self.run}-{self._next_file:06d}.parquet"
-                self._next_file += 1
-                pairs.append((write_parquet_temp(rows, final), final))
+            for (table, date), rows in sorted(batch.rows.items(), key=lambda kv: kv[0]):
+                for data in rows.files():
+                    final = partition_dir(self.root, table, self.venue, date) / \
+                        f"{self.run}-{self._next_file:06d}.parquet"
+                    self._next_file += 1
+                    pairs.append((write_temp(data, final), final))
             self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
         except BaseException:
             for tmp, _ in pairs:

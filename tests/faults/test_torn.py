@@ -18,7 +18,7 @@ from recorder.capture import Capture, recover
 from schemas.venues.alltick import AllTickClient, encode_trade
 from storage.journal import list_segments, read_journal
 from storage.layout import partition_dir
-from storage.writer import write_parquet_temp
+from storage.atomic import write_parquet_temp
 from tests.faults.support import SOAK, running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify
