@@ -33,7 +33,7 @@ from storage.writer import StoreWriter, recover_publish
 
 DONE = "done"
 BATCH_MAX = 4096        # pending pushes decoded at once at the latest
-DECODE_AFTER_S = 0.05   # ... or once the oldest has waited this long (decode_due)
+DECODE_AFTER_S = 0.1    # ... or once the oldest has waited this long (decode_due)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
