@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import recorder.capture
-import schemas.venues.alltick as alltick
 from recorder.capture import Capture
+from schemas.venues import alltick
 from schemas.venues.alltick import encode_depth, encode_trade
 
 CODES = ["AAPL.US", "700.HK", "X", "a b", "BRK/B"]

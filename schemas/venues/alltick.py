@@ -114,6 +114,7 @@ class AllTickDecoder(Decoder):
         pending, dsubs, tsubs = self.pending, self.depth_subs, self.trade_subs
         for i, (kind, code, seq, rec) in enumerate(zip(p.kinds, p.symbols, p.seqs, recs)):
             if kind:
+                assert code is not None and seq is not None     # a qualifying push has both
                 if pending and reply_of[kind] in pending and code in pending[reply_of[kind]][1]:
                     self._apply(reply_of[kind])
                     pending, dsubs, tsubs = self.pending, self.depth_subs, self.trade_subs

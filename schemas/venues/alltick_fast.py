@@ -151,7 +151,8 @@ def _times(got: dict[str, pa.Array], ok: np.ndarray) -> np.ndarray | None:
     tt = got["tt"].cast(pa.int64()).to_numpy()
     if not ((tt <= _MS_MAX) & ((tt >= _MS_MIN) | (tt <= _SECONDS_MAX))).all():
         return None
-    return np.where(tt < _MS_MIN, tt * 1_000_000_000, tt * 1_000_000)
+    ns: np.ndarray = np.where(tt < _MS_MIN, tt * 1_000_000_000, tt * 1_000_000)
+    return ns
 
 
 def _common(got: dict[str, pa.Array], ts_event: np.ndarray) -> dict[str, pa.Array]:

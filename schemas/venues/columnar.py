@@ -55,7 +55,8 @@ def field(flat: pa.Array, at: np.ndarray, prefix: int, suffix: int = 0) -> pa.Ar
 
 def fits(values: pa.Array, limit: int) -> np.ndarray:
     """Where each value is at most ``limit`` characters long."""
-    return pc.binary_length(values).to_numpy() <= limit
+    lengths: np.ndarray = pc.binary_length(values).to_numpy()
+    return lengths <= limit
 
 
 def constant(value: str, n: int) -> pa.Array:
