@@ -1,4 +1,9 @@
-"""Capture throughput: the whole pipeline beside a bare websockets + JSON client."""
+"""Capture throughput: the whole pipeline beside a bare websockets + JSON client.
+
+"ours" is end to end: from the first frame until the rows of all n frames are
+published in Parquet; "ingest" is until the recorder has read them. "lost"
+compares the trade and depth rows stored with the pushes sent.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import pyarrow.parquet as pq
 from websockets.asyncio.client import connect
 
+from benchmarks import capture_memory
+from benchmarks.blast import SUB
 from recorder.live import Recorder
-
-SUB = json.dumps({"cmd_id": 22004, "seq_id": 1, "trace": "b",
-                  "data": {"symbol_list": [{"code": "AAPL.US"}]}})
 
 
 def start_blast(n: int) -> tuple[subprocess.Popen[str], str]:
@@ -37,8 +42,11 @@ async def bare_client(url: str, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-async def recorder_client(url: str, n: int, root: Path) -> tuple[float, int]:
-    """Frames/s through websockets → journal → decode → gap tracking → Parquet."""
+async def recorder_client(url: str, n: int, root: Path) -> dict[str, float]:
+    """Frames/s through websockets → journal → decode → gap tracking → Parquet.
+
+    ``ingest``: until the recorder has read the n frames; ``end_to_end``: until their
+    rows are published in Parquet (the run stopped and closed); ``lag_s``: between."""
     rec = Recorder("alltick", url, ["AAPL.US"], root, flush_seconds=1.0,
                    options={"streams": ("trades",)})
     task = asyncio.create_task(rec.run())
@@ -47,21 +55,54 @@ async def recorder_client(url: str, n: int, root: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     while rec.capture.frames_in < n + 1:
         await asyncio.sleep(0.002)
-    elapsed = time.perf_counter() - t0
+    read = time.perf_counter()
     rec.stop()
     await task
-    rows = rec.capture.norm.rows
-    return n / elapsed, rows
+    stored = time.perf_counter()
+    return {"ingest": n / (read - t0), "end_to_end": n / (stored - t0), "lag_s": stored - read,
+            "rows": stored_rows(root, ("trades", "book"))}
 
 
-def run(n: int = 200_000) -> dict[str, Any]:
+def stored_rows(root: Path, tables: tuple[str, ...]) -> int:
+    """Rows in the published Parquet files of ``tables``."""
+    return sum(pq.ParquetFile(f).metadata.num_rows
+               for t in tables for f in (root / t).rglob("*.parquet"))
+
+
+def run(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
+    """The bare client and the recorder read the same n frames, alternately, ``rounds``
+    times each; each side's best round counts (the one the shared machine disturbed
+    least)."""
     proc, url = start_blast(n)
+    bare: list[float] = []
+    ours: list[dict[str, float]] = []
     try:
-        ceiling = asyncio.run(bare_client(url, n))
-        with tempfile.TemporaryDirectory() as tmp:
-            ours, rows = asyncio.run(recorder_client(url, n, Path(tmp)))
-            lost = n - rows
+        for _ in range(rounds):
+            bare.append(asyncio.run(bare_client(url, n)))
+            with tempfile.TemporaryDirectory() as tmp:
+                ours.append(asyncio.run(recorder_client(url, n, Path(tmp))))
     finally:
         proc.terminate()
         proc.wait()
-    return {"ceiling": ceiling, "ours": ours, "lost": lost, "frames": n}
+    best = max(ours, key=lambda r: r["end_to_end"])
+    return {"ceiling": max(bare), "ours": best["end_to_end"], "ingest": best["ingest"],
+            "lag_s": best["lag_s"], "lost": max(n - r["rows"] for r in ours), "frames": n,
+            "rounds": {"bare": bare, "ours": [r["end_to_end"] for r in ours]}}
+
+
+def report(quick: bool, row: Callable[..., str]) -> Iterator[str]:
+    """The capture lines of ``make bench`` (``row`` formats one)."""
+    cap = run(50_000 if quick else 200_000)
+    yield row("capture, whole pipeline vs bare client", cap["ours"], cap["ceiling"],
+              "frames/s", ">= 0.8 of ceiling", cap["ours"] >= 0.8 * cap["ceiling"])
+    yield row("capture, ingest (read+journal) vs bare", cap["ingest"], cap["ceiling"],
+              "frames/s", "-", True) + f"   rows in Parquet {cap['lag_s']:.2f} s after the last read"
+    yield row("capture, frames lost", cap["lost"], None, "frames", "0", cap["lost"] == 0)
+    minutes = 1 if quick else 10
+    mem = capture_memory.run(60.0 * minutes)
+    ours, bare = mem["ours"], mem["bare"]
+    yield row(f"recorder peak RSS, {minutes} min flood vs bare", ours["peak_mb"], bare["peak_mb"],
+              "MB", f"<= {mem['limit_mb']:.0f} MB, flat",
+              ours["peak_mb"] <= mem["limit_mb"] and ours["flat"]) + (
+        f"   halves {ours['first_half_mb']:.0f}/{ours['last_half_mb']:.0f} MB, "
+        f"{ours['frames'] / mem['seconds']:,.0f} frames/s (bare {bare['frames'] / mem['seconds']:,.0f})")

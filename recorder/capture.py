@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from schemas.errors import StoreError
 from schemas.events import RawRecord, Status
 from schemas.venues import make_decoder
+from schemas.venues.base import FastRun
 from storage.atomic import read_json, write_json
 from storage.fs import StoreRoot, as_store
 from storage.journal import JournalWriter, read_header, read_journal
@@ -31,6 +32,8 @@ from storage.layout import host_name, journal_dir, new_session_id
 from storage.writer import StoreWriter, recover_publish
 
 DONE = "done"
+BATCH_MAX = 4096        # pending pushes decoded at once at the latest
+DECODE_AFTER_S = 0.1    # ... or once the oldest has waited this long (decode_due)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -123,14 +126,7 @@ class Normalizer:
         events = self.decoder.feed(rec)
         if write and self.writer is not None:
             self.writer.add_raw(s.id, rec)
-            for ev in events:
-                if not isinstance(ev, Status):
-                    self.writer.add_event(ev)
-                    self.rows += 1
-                    self.rows_by_table[ev.TABLE] = self.rows_by_table.get(ev.TABLE, 0) + 1
-                    if ev.TABLE == "gaps":
-                        self.gaps += 1
-                        self.rejected += ev.kind == "rejected"
+            self._write(events)
         if rec.kind == "close":
             self.carry = self.decoder.tracker.state()
             if write and self.writer is not None:
@@ -143,6 +139,45 @@ class Normalizer:
                     "frames_out": s.frames_out})
             self.session = None
         return events
+
+    def ingest_many(self, recs: Sequence[RawRecord], write: bool = True,
+                    events: bool = True) -> list[Any]:
+        """``ingest`` for a run of incoming frames of the open session, through the
+        decoder's ``feed_batch`` (same rows, same state). ``events=False`` skips
+        building the event objects of fast-decoded rows (nobody consumes them)."""
+        s, writer = self.session, self.writer if write else None
+        if s is None or self.decoder is None:
+            return []
+        s.last_ts = recs[-1].ts_recv
+        s.frames_in += len(recs)
+        if writer is not None:
+            writer.add_raw_many(s.id, recs)
+        out: list[Any] = []
+        for item in self.decoder.feed_batch(recs):
+            if isinstance(item, FastRun):
+                for table, rows in item.tables.items():
+                    if writer is not None:
+                        writer.add_table(table, rows)
+                        self.rows += rows.num_rows
+                        self.rows_by_table[table] = self.rows_by_table.get(table, 0) + rows.num_rows
+                if events:
+                    out += item.events()
+            else:
+                if writer is not None:
+                    self._write(item)
+                out += item
+        return out
+
+    def _write(self, events: list[Any]) -> None:
+        assert self.writer is not None
+        for ev in events:
+            if not isinstance(ev, Status):
+                self.writer.add_event(ev)
+                self.rows += 1
+                self.rows_by_table[ev.TABLE] = self.rows_by_table.get(ev.TABLE, 0) + 1
+                if ev.TABLE == "gaps":
+                    self.gaps += 1
+                    self.rejected += ev.kind == "rejected"
 
 
 class Capture:
@@ -160,7 +195,7 @@ class Capture:
 
     def __init__(self, root: Path | str | StoreRoot, venue: str, feed: str | None = None, *,
                  flush_rows: int = 250_000, flush_seconds: float = 30.0,
-                 clock: RecvClock | None = None) -> None:
+                 clock: RecvClock | None = None, events: bool = True) -> None:
         self.store = as_store(root)
         self.root = self.store.journal      # the journal is always local (storage.fs)
         self.venue = venue
@@ -190,6 +225,13 @@ class Capture:
         self.pauses = 0
         self._unpublished = False               # a failed batch is back in the buffer
         self._pause_note: str | None = None     # a pause that ended between sessions
+        # Hot pushes journaled but not yet decoded (Decoder.batchable): decoded together
+        # by decode_pending, before any other record and before a publish takes rows.
+        self.pending: list[RawRecord] = []
+        self._ingested = 0                      # records whose rows are in the writer
+        self._undelivered: list[Any] = []       # events decoded but not handed out yet
+        self.events = events                    # build event objects of fast-decoded rows
+        self._pending_since = 0.0
 
     # -- records ----------------------------------------------------------------------
     def _record(self, direction: str, kind: str, payload: bytes, note: str | None = None) -> list[Any]:
@@ -200,9 +242,46 @@ class Capture:
         if direction == "in":
             self.frames_in += 1
             self.last_in_ns = rec.ts_recv
+            decoder = self.norm.decoder
+            if decoder is not None and decoder.batchable(rec):
+                if not self.pending:
+                    self._pending_since = time.monotonic()
+                self.pending.append(rec)
+                if len(self.pending) >= BATCH_MAX:
+                    return self.decode_pending()
+                return self._hand_out([])
+        self.decode_pending(deliver=False)
         events = self.norm.ingest(rec)
-        self.writer.mark(self.records)
-        return events
+        self._ingested += 1
+        self.writer.mark(self._ingested)
+        return self._hand_out(events)
+
+    def _hand_out(self, events: list[Any]) -> list[Any]:
+        if not self._undelivered:
+            return events
+        out, self._undelivered = self._undelivered + events, []
+        return out
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows waiting for Parquet, counting each pending push as the two rows it will
+        at least make (its raw row and its event): what the reader's cap compares."""
+        return self.writer.buffered + 2 * len(self.pending)
+
+    def decode_due(self) -> bool:
+        """Pending pushes have waited ``DECODE_AFTER_S``: time to decode them."""
+        return bool(self.pending) and time.monotonic() - self._pending_since >= DECODE_AFTER_S
+
+    def decode_pending(self, deliver: bool = True) -> list[Any]:
+        """Decode the pending pushes (one ``feed_batch``); their events, and any not
+        handed out before, in order. ``deliver=False`` keeps them for the next caller
+        that hands events out (``frame_in`` and the like)."""
+        if self.pending:
+            recs, self.pending = self.pending, []
+            self._undelivered += self.norm.ingest_many(recs, events=self.events)
+            self._ingested += len(recs)
+            self.writer.mark(self._ingested)
+        return self._hand_out([]) if deliver else []
 
     def open_session(self, redacted_url: str, symbols: Sequence[str],
                      decoder: dict[str, Any] | None = None) -> str:
@@ -266,6 +345,7 @@ class Capture:
         when the journal cannot be written (the capture is blocked)."""
         if not self.flush_journal():
             return None
+        self.decode_pending(deliver=False)
         self._last_publish = time.monotonic()
         return self.writer.take()
 
@@ -290,6 +370,7 @@ class Capture:
             self.journal.flush()
             if self._unpublished:
                 self._last_publish = time.monotonic()
+                self.decode_pending(deliver=False)
                 batch = self.writer.take()
                 try:
                     self.writer.publish(batch)

@@ -105,7 +105,7 @@ class Recorder:
             self.on_notice(line)
         self.capture = Capture(self.root, self.spec.name, self.feed,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
-                               clock=self.clock)
+                               clock=self.clock, events=self.sink is not None)
         if self.capture.clock.held_back_ns:
             msg = (f"{self.feed}: the wall clock is {self.capture.clock.held_back_ns / 1e9:.3f}s "
                    "behind the feed's last receive time; receive times continue from that")
@@ -204,14 +204,16 @@ class Recorder:
 
         async def reader() -> None:
             nonlocal last_in
-            journal, writer, writable = cap.journal, cap.writer, self._writable
+            journal, writable = cap.journal, self._writable
             try:
                 async for msg in ws:
                     last_in = time.monotonic()
                     events = cap.frame_in(msg)
+                    if cap.pending and self.sink is not None and not _queued(ws):
+                        events += cap.decode_pending()      # a live consumer: no waiting
                     if journal.buffered >= JOURNAL_FLUSH_RECORDS and not cap.flush_journal():
                         await self._blocked()
-                    if writer.buffered >= self.max_buffered_rows:
+                    if cap.buffered_rows >= self.max_buffered_rows:
                         # Parquet is slower than the venue: wait for the publish in flight
                         # (the socket fills up meanwhile; nothing read is dropped).
                         self._room.clear()
@@ -296,6 +298,8 @@ class Recorder:
             await asyncio.sleep(JOURNAL_FLUSH_S)
             if cap.blocked is None and not cap.flush_journal():
                 await self._blocked()
+            if self.sink is None and cap.decode_due():
+                cap.decode_pending(deliver=False)   # rows keep up with a quiet feed
 
     async def _publisher(self) -> None:
         cap = self.capture
@@ -356,6 +360,15 @@ class Recorder:
         await asyncio.wait({stop, writable}, return_when=asyncio.FIRST_COMPLETED)
         for t in (stop, writable):
             t.cancel()
+
+
+def _queued(ws: Any) -> int:
+    """Messages the connection has read but not handed out yet (0 if unknown)."""
+    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+    try:
+        return len(frames) if frames is not None else 0
+    except TypeError:
+        return 0
 
 
 class LiveFeed:

@@ -61,6 +61,27 @@ def write_parquet_temp(table: pa.Table, final: Path) -> Path:
     return tmp
 
 
+def write_temp(data: bytes | pa.Buffer, final: Path) -> Path:
+    """Write a whole file's bytes beside ``final`` under its temp name, fsynced; return
+    the temp path. On failure (ENOSPC, ...) the partial temp is removed and the error
+    raised."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(final)
+    view = memoryview(data)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)

@@ -1,6 +1,9 @@
 """Rows of one recorder run → partitioned Parquet files, published atomically.
 
-Rows are buffered per (table, UTC date of ``ts_recv``) as tuples. ``take()``
+Rows are buffered per (table, UTC date of ``ts_recv``) in arrival order, compactly
+(``Rows``): row tuples become Arrow tables every ``CHUNK_ROWS`` rows (a columnar
+decoder's rows arrive as Arrow tables, ``add_table``), and Arrow rows become a
+zstd Parquet row group of an in-memory file every ``ROW_GROUP_ROWS``. ``take()``
 swaps the buffers out (cheap: call it on the event loop); ``publish(batch)``
 writes them (slow: may run in a worker thread). One publish writes at most one
 file per (table, date), so files roll by size/time, never one per frame or per
@@ -37,28 +40,122 @@ import os
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
-from storage.atomic import fsync_dir, read_json, temp_path, write_json, write_parquet_temp
+from schemas.venues.columnar import binary_array, constant
+from storage.atomic import (PARQUET_OPTIONS, encoding_options, fsync_dir, read_json, temp_path,
+                            write_json, write_temp)
 from storage.fs import StoreRoot, as_store
-from storage.layout import date_of, partition_dir
+from storage.layout import DAY_NS, date_of, partition_dir
 
+_COUNT = attrgetter("count")
+WRITER_OPTIONS = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
 _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     name: attrgetter(*cols) for name, cols in EVENT_COLUMNS.items()}
+CHUNK_ROWS = 4096       # row tuples held before they become one Arrow table
+ROW_GROUP_ROWS = 32_768  # Arrow rows held before they are encoded as one Parquet row group
+
+
+class Rows:
+    """The buffered rows of one (table, date), in arrival order, kept small: row tuples
+    become an Arrow table every ``CHUNK_ROWS`` rows, and Arrow tables are encoded as a
+    Parquet row group (zstd, in memory) every ``ROW_GROUP_ROWS`` rows, so a batch costs
+    its compressed size, not its Python or Arrow size. ``files()`` closes the file;
+    a failed batch given back (``prepend``) keeps its files in front."""
+    __slots__ = ("table", "chunks", "tail", "count", "loose", "_sink", "_writer", "done")
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.chunks: list[pa.Table] = []
+        self.tail: list[tuple[Any, ...]] = []
+        self.count = 0
+        self.loose = 0                          # rows in chunks, not yet encoded
+        self._sink: pa.BufferOutputStream | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self.done: list[pa.Buffer] = []         # whole Parquet files
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        tail = self.tail
+        tail.append(row)
+        self.count += 1
+        if len(tail) >= CHUNK_ROWS:
+            self.seal()
+
+    def add_table(self, table: pa.Table) -> None:
+        self._seal_tail()
+        self.chunks.append(table)
+        self.count += table.num_rows
+        self.loose += table.num_rows
+        if self.loose >= ROW_GROUP_ROWS:
+            self._encode()
+
+    def seal(self) -> None:
+        self._seal_tail()
+        if self.loose >= ROW_GROUP_ROWS:
+            self._encode()
+
+    def _seal_tail(self) -> None:
+        if self.tail:
+            self.chunks.append(to_arrow(self.table, self.tail))
+            self.loose += len(self.tail)
+            self.tail = []
+
+    def _encode(self) -> None:
+        if not self.chunks:
+            return
+        if self._writer is None:
+            schema = TABLES[self.table]
+            self._sink = pa.BufferOutputStream()
+            self._writer = pq.ParquetWriter(self._sink, schema, **WRITER_OPTIONS,
+                                            **encoding_options(schema))
+        table = self.chunks[0] if len(self.chunks) == 1 else pa.concat_tables(self.chunks)
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.chunks, self.loose = [], 0
+
+    def files(self) -> list[pa.Buffer]:
+        """The rows as whole Parquet files (one, or more after ``prepend``)."""
+        self._seal_tail()
+        self._encode()
+        if self._writer is not None and self._sink is not None:
+            self._writer.close()
+            self.done.append(self._sink.getvalue())
+            self._writer = self._sink = None
+        return self.done
+
+    def prepend(self, front: Rows) -> None:
+        """Put ``front``'s rows before these (a failed batch given back)."""
+        self.done[:0] = front.files()
+        self.count += front.count
+
+    def arrow(self) -> pa.Table:
+        tables = [pq.read_table(pa.BufferReader(f)) for f in self.files()]
+        if not tables:
+            return to_arrow(self.table, [])
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 @dataclass
 class Batch:
-    rows: dict[tuple[str, str], list[tuple[Any, ...]]] = field(default_factory=dict)
+    rows: dict[tuple[str, str], Rows] = field(default_factory=dict)
     records: int = 0
     intent: bool = False        # its publish got as far as recording the intent
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self.rows.values())
+        return sum(map(_COUNT, self.rows.values()))     # per frame: C-level, no generator
+
+    def tables(self) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+        """((table, date), Arrow table) in (table, date) order (read back: slow)."""
+        for key, rows in sorted(self.rows.items(), key=lambda kv: kv[0]):
+            yield key, rows.arrow()
 
 
 def to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -88,16 +185,48 @@ class StoreWriter:
         self._unsettled: tuple[int, list[tuple[Path, Path]], int] | None = None
 
     # -- buffering (hot path) --------------------------------------------------------
-    def _rows(self, table: str, ts: int) -> list[tuple[Any, ...]]:
+    def _rows(self, table: str, ts: int) -> Rows:
         key = (table, date_of(ts))
         rows = self._batch.rows.get(key)
         if rows is None:
-            rows = self._batch.rows[key] = []
+            rows = self._batch.rows[key] = Rows(table)
         return rows
 
     def add_raw(self, session: str, rec: RawRecord) -> None:
         self._rows("raw", rec.ts_recv).append(
             (rec.ts_recv, session, rec.frame, rec.direction, rec.kind, rec.payload, rec.note))
+
+    def add_raw_many(self, session: str, recs: Sequence[RawRecord]) -> None:
+        """``add_raw`` for each record, built as one Arrow table (payloads: one concat)."""
+        if not recs:
+            return
+        n = len(recs)
+        schema = TABLES["raw"]
+        columns = {
+            "ts_recv": pa.array([r.ts_recv for r in recs], schema.field("ts_recv").type),
+            "session": constant(session, n),
+            "frame": pa.array([r.frame for r in recs], pa.int64()),
+            "direction": pa.array([r.direction for r in recs], pa.string()),
+            "kind": pa.array([r.kind for r in recs], pa.string()),
+            "payload": binary_array([r.payload for r in recs]),
+            "note": pa.array([r.note for r in recs], pa.string()),
+        }
+        self.add_table("raw", pa.Table.from_pydict(columns, schema=schema))
+
+    def add_table(self, table: str, rows: pa.Table) -> None:
+        """Rows already in ``table``'s schema, ``ts_recv`` not decreasing (split at UTC
+        midnight here)."""
+        if rows.num_rows == 0:
+            return
+        ts = rows.column("ts_recv")
+        first, last = ts[0].value, ts[-1].value
+        if first // DAY_NS == last // DAY_NS:
+            self._rows(table, first).add_table(rows)
+            return
+        days = pc.floor_temporal(ts, unit="day")
+        for day in pc.unique(days):
+            part = rows.filter(pc.equal(days, day))
+            self._rows(table, part.column("ts_recv")[0].value).add_table(part)
 
     def mark(self, records: int) -> None:
         """The buffered rows now cover the run's first ``records`` journal records."""
@@ -138,11 +267,12 @@ class StoreWriter:
             return self._publish_objects(batch)
         pairs: list[tuple[Path, Path]] = []
         try:
-            for (table, date), rows in sorted(batch.rows.items()):
-                final = partition_dir(self.root, table, self.venue, date) / \
-                    f"{self.run}-{self._next_file:06d}.parquet"
-                self._next_file += 1
-                pairs.append((write_parquet_temp(to_arrow(table, rows), final), final))
+            for (table, date), rows in sorted(batch.rows.items(), key=lambda kv: kv[0]):
+                for data in rows.files():
+                    final = partition_dir(self.root, table, self.venue, date) / \
+                        f"{self.run}-{self._next_file:06d}.parquet"
+                    self._next_file += 1
+                    pairs.append((write_temp(data, final), final))
             self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
         except BaseException:
             for tmp, _ in pairs:
@@ -174,8 +304,8 @@ class StoreWriter:
     def restore(self, batch: Batch) -> None:
         """Put the rows of a batch whose publish failed back in front of the buffer."""
         for key, rows in batch.rows.items():
-            rows.extend(self._batch.rows.get(key, ()))
-            self._batch.rows[key] = rows
+            mine = self._batch.rows.setdefault(key, Rows(key[0]))
+            mine.prepend(rows)
         self._batch.records = max(self._batch.records, batch.records)
 
     def _publish_objects(self, batch: Batch) -> list[Path]:
@@ -188,7 +318,7 @@ class StoreWriter:
             self._next_file += 1
         self._checkpoint(batch.records, [[None, n] for _, _, n in names], first)  # type: ignore[list-item]
         for t, d, n in names:
-            self.store.write_parquet(to_arrow(t, batch.rows[(t, d)]), n)
+            self.store.write_parquet(batch.rows[(t, d)].arrow(), n)
         out = [Path(self.store.join(n)) for _, _, n in names]    # bucket/prefix/... keys
         self._checkpoint(batch.records, None)
         if self.redo is not None and batch.records >= self.redo:
@@ -239,4 +369,4 @@ def recover_publish(root: Path | str | StoreRoot, venue: str, run: str, state_di
     return int(state.get("records", 0))
 
 
-__all__ = ["Batch", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]
+__all__ = ["Batch", "Rows", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]

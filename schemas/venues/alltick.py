@@ -10,12 +10,14 @@ symbol are subscribed on the connection; a repeat or a decrease always counts.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from schemas.errors import ProtocolError
-from schemas.events import Book, RawRecord, Trade
-from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
+from schemas.events import Book, Event, RawRecord, Status, Trade
+from schemas.venues import alltick_fast as fast
+from schemas.venues.base import (Client, Decoder, Dial, FastRun, FrameContext, Outgoing, Reply,
+                                 ServerSession, check_storable, reject)
 from schemas.venues.urls import redact_url, with_query
 from schemas.venues.values import epoch_ns, integer, json_object, num
 
@@ -32,6 +34,7 @@ ERRORS = {400: "bad request", 401: "bad token", 429: "rate limit", 600: "unknown
           606: "too many requests"}
 FATAL = {401}
 SIDES = {1: "buy", 2: "sell"}
+FAST_MIN = 512          # smaller batches go through ``feed``: the bulk path has a fixed cost
 
 
 
@@ -93,6 +96,70 @@ class AllTickDecoder(Decoder):
             self.depth_subs = codes
         else:
             self.trade_subs = codes
+
+    def batchable(self, rec: RawRecord) -> bool:
+        return rec.direction == "in" and rec.payload.startswith(fast.PREFIXES)
+
+    def feed_batch(self, recs: Sequence[RawRecord]) -> list[FastRun | list[Event | Status]]:
+        """The reference path's rows and state, with pushes in canonical form decoded in
+        bulk (``alltick_fast``). A push whose tracking gives a gap, and every other
+        frame, is decoded on its own (``feed``, or the same steps), in order."""
+        if len(recs) < FAST_MIN or not all(r.direction == "in" for r in recs):
+            return super().feed_batch(recs)
+        p = fast.parse(recs, self.session)
+        reply_of = {fast.TRADE: SUB_TRADES_REPLY, fast.DEPTH: SUB_DEPTH_REPLY}
+        observe = self.tracker.observe
+        out: list[FastRun | list[Event | Status]] = []
+        start = -1                                  # first record of the open run
+        pending, dsubs, tsubs = self.pending, self.depth_subs, self.trade_subs
+        for i, (kind, code, seq, rec) in enumerate(zip(p.kinds, p.symbols, p.seqs, recs)):
+            if kind:
+                assert code is not None and seq is not None     # a qualifying push has both
+                if pending and reply_of[kind] in pending and code in pending[reply_of[kind]][1]:
+                    self._apply(reply_of[kind])
+                    pending, dsubs, tsubs = self.pending, self.depth_subs, self.trade_subs
+                gaps = observe(code, code, seq, rec.ts_recv,
+                               contiguous=code in dsubs and code in tsubs)
+                if not gaps:
+                    if start < 0:
+                        start = i
+                    continue
+            if start >= 0:
+                out.append(self._run(p, recs, start, i))
+                start = -1
+            out.append(self._with_gaps(p, rec, kind, p.row[i], gaps) if kind else self.feed(rec))
+            pending, dsubs, tsubs = self.pending, self.depth_subs, self.trade_subs
+        if start >= 0:
+            out.append(self._run(p, recs, start, len(recs)))
+        return out
+
+    def _with_gaps(self, p: fast.Pushes, rec: RawRecord, kind: int, j: int,
+                   gaps: list[Any]) -> list[Event | Status]:
+        """A qualifying push whose tracking gave gaps: the events ``feed`` makes of it."""
+        ctx = FrameContext(self.venue, self.session, rec)
+        try:
+            ctx.gaps(gaps)
+            ctx.add(fast.CLASSES[kind], **p.event_fields(kind, j))
+            check_storable(ctx.events)
+        except Exception as exc:  # noqa: BLE001 - as in feed
+            reject(ctx, exc)
+        return ctx.events
+
+    def _run(self, p: fast.Pushes, recs: Sequence[RawRecord], start: int, end: int) -> FastRun:
+        """Records ``start:end``, all qualifying and without gaps."""
+        kinds = p.kinds[start:end]
+        tables = {}
+        for kind, name in ((fast.TRADE, "trades"), (fast.DEPTH, "book")):
+            n = kinds.count(kind)
+            if n:
+                first = p.row[start + kinds.index(kind)]
+                tables[name] = p.table(kind).slice(first, n)
+
+        def events() -> list[Event]:
+            return [fast.CLASSES[kind](venue=self.venue, ts_recv=rec.ts_recv, session=self.session,
+                                       frame=rec.frame, pos=0, **p.event_fields(kind, j))
+                    for rec, kind, j in zip(recs[start:end], kinds, p.row[start:end])]
+        return FastRun(tables, events)
 
     def on_incoming(self, rec: RawRecord, ctx: FrameContext) -> None:
         obj = json_object(rec.payload)

@@ -11,6 +11,8 @@ Decoder
     produced. State depends only on the records fed, so re-feeding a session's
     journal or its ``raw`` rows reproduces the stored rows exactly. ``feed``
     never raises: a frame it cannot accept becomes a ``rejected`` gap.
+    ``feed_batch(recs)`` is the same for a run of incoming frames, with a venue's
+    optional columnar fast path (``FastRun``) for its hot pushes.
 Client
     What a recorder sends: the dial target (URL, headers) with its redacted
     twin, opening frames, heartbeats, answers to what arrived, and whether a
@@ -26,7 +28,9 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import pyarrow as pa
 
 from schemas.errors import ProtocolError
 from schemas.events import EVENT_CLASSES, Event, Gap, RawRecord, Status
@@ -185,6 +189,27 @@ class FrameContext:
         self.events.append(Status(self.venue, kind, self.rec.ts_recv, detail))
 
 
+def reject(ctx: FrameContext, exc: BaseException) -> None:
+    """The frame's events become one ``rejected`` gap saying why."""
+    reason = str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {exc}"
+    reason = reason.encode("utf-8", "replace").decode()     # storable whatever it quotes
+    ctx.events.clear()
+    ctx.pos = 0
+    ts = ctx.rec.ts_recv
+    ctx.gaps([GapSpec("", "", "rejected", ts, ts,
+                      detail=reason.splitlines()[0][:300] if reason else "rejected")])
+
+
+@dataclass
+class FastRun:
+    """What a columnar fast path decoded for consecutive incoming records, each of
+    which gave exactly one row, at ``pos`` 0, and no other event: the rows per event
+    table (Arrow, the table's schema, in record order) and, on demand, the same rows
+    as the event objects ``feed`` returns (for a live consumer)."""
+    tables: dict[str, pa.Table]
+    events: Callable[[], list[Event]]
+
+
 class Decoder(ABC):
     venue: ClassVar[str]
 
@@ -212,13 +237,19 @@ class Decoder(ABC):
             if ctx.events:
                 check_storable(ctx.events)
         except Exception as exc:  # noqa: BLE001 - a bad frame must never stop a recorder
-            reason = str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {exc}"
-            reason = reason.encode("utf-8", "replace").decode()     # storable whatever it quotes
-            ctx.events.clear()
-            ctx.pos = 0
-            ctx.gaps([GapSpec("", "", "rejected", rec.ts_recv, rec.ts_recv,
-                              detail=reason.splitlines()[0][:300] if reason else "rejected")])
+            reject(ctx, exc)
         return ctx.events
+
+    def batchable(self, rec: RawRecord) -> bool:
+        """Whether ``rec`` may wait for ``feed_batch`` (a hot push: its reference
+        decoding never gives a ``Status``, so nothing the client reacts to is late)."""
+        return False
+
+    def feed_batch(self, recs: Sequence[RawRecord]) -> list[FastRun | list[Event | Status]]:
+        """``feed`` for a run of incoming records, in order: per record its events, or a
+        ``FastRun`` for consecutive records a fast path decoded. The rows (and events)
+        are exactly those ``feed`` gives record by record, and so is the state after."""
+        return [self.feed(rec) for rec in recs]
 
     def _on_open(self, rec: RawRecord) -> None:
         note = json.loads(rec.note) if rec.note else {}

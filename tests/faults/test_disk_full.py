@@ -12,10 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
-import storage.atomic
 import storage.journal
 import storage.writer
 from schemas.events import Status
@@ -35,27 +33,19 @@ class Disk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, journal: bool, parquet: bool) -> None:
         self.full = threading.Event()
         self.refused = 0
-        real_write, real_table = os.write, pq.write_table
+        real_write = os.write
+        # the journal's segments, and the Parquet temps a publish writes
+        suffixes = (".tjr",) * journal + (".tmp",) * parquet
 
         def write(fd: int, data: Any) -> int:
-            if self.full.is_set() and os.readlink(f"/proc/self/fd/{fd}").endswith(".tjr"):
+            if self.full.is_set() and os.readlink(f"/proc/self/fd/{fd}").endswith(suffixes):
                 self.refused += 1
                 if len(data) > 64 and self.refused % 2:     # a short write first, as a real
                     return real_write(fd, bytes(data[:64]))  # disk filling up mid-block does
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real_write(fd, data)
 
-        def write_table(table: Any, where: Any, **kw: Any) -> None:
-            if self.full.is_set():
-                self.refused += 1
-                where.write(b"PAR1 partial")          # a partial temp, then the error
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real_table(table, where, **kw)
-
-        if journal:
-            monkeypatch.setattr(storage.journal.os, "write", write)
-        if parquet:
-            monkeypatch.setattr(storage.atomic.pq, "write_table", write_table)
+        monkeypatch.setattr(storage.journal.os, "write", write)
 
 
 def _check_store(root: Path, sim: Any, since: int, until: int) -> None:

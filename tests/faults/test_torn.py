@@ -18,7 +18,7 @@ from recorder.capture import Capture, recover
 from schemas.venues.alltick import AllTickClient, encode_trade
 from storage.journal import list_segments, read_journal
 from storage.layout import partition_dir
-from storage.writer import to_arrow, write_parquet_temp
+from storage.atomic import write_parquet_temp
 from tests.faults.support import SOAK, running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify
@@ -166,9 +166,9 @@ def test_parquet_temps_torn_anywhere_before_the_intent(tmp_path: Path) -> None:
         i += 1
     batch = cap.take()                              # flushes the journal: the records are safe
     temps = []
-    for n, ((table, date), rows) in enumerate(sorted(batch.rows.items())):
+    for n, ((table, date), rows) in enumerate(batch.tables()):
         final = partition_dir(src, table, "alltick", date) / f"{cap.run}-{100 + n:06d}.parquet"
-        temps.append(write_parquet_temp(to_arrow(table, rows), final))
+        temps.append(write_parquet_temp(rows, final))
     raw_temp = next(p for p in temps if "/raw/" in str(p))
     whole = raw_temp.read_bytes()
     records = cap.records
