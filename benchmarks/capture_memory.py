@@ -88,7 +88,9 @@ async def _recorder(url: str, root: str, seconds: float) -> int:
 async def _bare(url: str, seconds: float, sub: str) -> int:
     n = 0
     end = time.monotonic() + seconds
-    async with connect(url, compression=None, max_size=1 << 20) as ws:
+    # No keepalive pings: the baseline is recv + json.loads only (a 10-minute flood
+    # once timed its ping out and ended the baseline early).
+    async with connect(url, compression=None, max_size=1 << 20, ping_interval=None) as ws:
         await ws.send(sub)
         while time.monotonic() < end:
             json.loads(await ws.recv())
