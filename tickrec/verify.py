@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fcntl
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,21 +59,27 @@ def _int_times(t: pa.Table) -> pa.Table:
     return t
 
 
+def _check_schema(rel: str, read: Callable[[], pa.Schema], table: str, report: Report) -> bool:
+    """One file's schema version and columns; False when it cannot be read at all."""
+    report.files += 1
+    try:
+        got = read()
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
+        report.problems.append(f"{rel}: unreadable ({exc})")
+        return False
+    version = (got.metadata or {}).get(METADATA_KEY)
+    if version != SCHEMA_VERSION.encode():
+        report.problems.append(f"{rel}: schema version {version!r}, expected {SCHEMA_VERSION}")
+    if got.names != TABLES[table].names:
+        report.problems.append(f"{rel}: columns differ from {table}")
+    return True
+
+
 def check_files(root: Path, report: Report) -> None:
-    for table, schema in TABLES.items():
+    for table in TABLES:
         for path in sorted(root.glob(f"{table}/venue=*/date=*/*.parquet")):
-            report.files += 1
-            try:
-                got = pq.read_schema(path)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
-                report.problems.append(f"{path.relative_to(root)}: unreadable ({exc})")
-                continue
-            version = (got.metadata or {}).get(METADATA_KEY)
-            if version != SCHEMA_VERSION.encode():
-                report.problems.append(f"{path.relative_to(root)}: schema version {version!r}, "
-                                       f"expected {SCHEMA_VERSION}")
-            if got.names != schema.names:
-                report.problems.append(f"{path.relative_to(root)}: columns differ from {table}")
+            _check_schema(str(path.relative_to(root)), lambda: pq.read_schema(path), table,
+                          report)
         for tmp in root.glob(f"{table}/venue=*/date=*/.*.tmp"):
             report.notes.append(f"{tmp.relative_to(root)}: publish in progress or interrupted")
 
@@ -215,27 +221,16 @@ def check_objects(store: StoreRoot, report: Report) -> frozenset[str]:
     """``check_files`` for an object store (whole objects only: no temps to note);
     returns the unreadable objects' paths."""
     bad: set[str] = set()
-    for table, schema in TABLES.items():
+    for table in TABLES:
         live = store.parquet_files(table)
         dead = len(store.list_parquet(table)) - len(live)
         if dead:
             report.notes.append(f"{table}: {dead} object(s) replaced by a seal and not deleted "
                                 "yet (the next seal deletes them)")
         for path in live:
-            report.files += 1
-            rel = path[len(store.base) + 1:]
-            try:
-                got = pq.read_schema(path, filesystem=store.fs)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
-                report.problems.append(f"{rel}: unreadable ({exc})")
+            if not _check_schema(path[len(store.base) + 1:],
+                                 lambda: pq.read_schema(path, filesystem=store.fs), table, report):
                 bad.add(path)
-                continue
-            version = (got.metadata or {}).get(METADATA_KEY)
-            if version != SCHEMA_VERSION.encode():
-                report.problems.append(f"{rel}: schema version {version!r}, "
-                                       f"expected {SCHEMA_VERSION}")
-            if got.names != schema.names:
-                report.problems.append(f"{rel}: columns differ from {table}")
     return frozenset(bad)
 
 
