@@ -185,14 +185,18 @@ def test_hidden_temp_files_are_never_read(store: tuple[Path, list[Any]]) -> None
     assert len(list(replay_sync(root, VENUE))) == len(expected)
 
 
-def test_sealed_files_sorted_by_symbol_give_the_same_stream(tmp_path: Path) -> None:
-    events = make_events()
-    by_symbol = sorted(events, key=lambda e: (e.symbol, e.ts_recv))
+def write_sealed(root: Path, events: list[Any]) -> None:
+    """``events`` as one sealed-style file per (table, date), sorted by (symbol, ts_recv)."""
     groups: dict[tuple[str, str], list[Any]] = {}
-    for e in by_symbol:
+    for e in sorted(events, key=lambda e: (e.symbol, e.ts_recv)):
         groups.setdefault((e.TABLE, date_of(e.ts_recv)), []).append(row_of(e))
     for (table, date), rows in groups.items():
-        write_parquet(to_arrow(table, rows), partition_dir(tmp_path, table, VENUE, date) / "sealed.parquet")
+        write_parquet(to_arrow(table, rows), partition_dir(root, table, VENUE, date) / "sealed.parquet")
+
+
+def test_sealed_files_sorted_by_symbol_give_the_same_stream(tmp_path: Path) -> None:
+    events = make_events()
+    write_sealed(tmp_path, events)
     assert jsons(replay_sync(tmp_path, VENUE)) == jsons(sorted(events, key=order_key))
 
 

@@ -20,10 +20,9 @@ from replay.rows import column_values
 from replay.scan import Scan
 from replay.windows import Group, cuts, rereads
 from schemas.tables import EVENT_TABLES, TABLES
-from storage.atomic import write_parquet
-from storage.layout import date_of, partition_dir
 from storage.writer import to_arrow
-from tests.test_replay import UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_store
+from tests.test_replay import (UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_sealed,
+                               write_store)
 
 
 def whole_day(root: Path, **kw: Any) -> Scan:
@@ -59,13 +58,7 @@ def test_a_big_day_is_handed_out_in_windows(tmp_path: Path) -> None:
     """More rows than a window: several windows, the sealed layout spills, and
     a duplicated row (a frame stored twice) keeps its place."""
     events = make_events()
-    by_symbol = sorted(events, key=lambda e: (e.symbol, e.ts_recv))
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for e in by_symbol:
-        groups.setdefault((e.TABLE, date_of(e.ts_recv)), []).append(row_of(e))
-    for (table, date), rows in groups.items():
-        path = partition_dir(tmp_path, table, VENUE, date) / "sealed.parquet"
-        write_parquet(to_arrow(table, rows), path)
+    write_sealed(tmp_path, events)
     scan = Scan(tmp_path, VENUE, window_rows=4)
     days = scan.dates()
     windows = [w for d in days for w in scan.read_day(d, window_rows=4)]
