@@ -445,7 +445,7 @@ class Scan:
                 if day.order is None:
                     part = wide.slice(off, size)
                 else:
-                    part = wide.take(day.order.slice(off, size))
+                    part = wide.take(day.order[off:off + size])
                 part = part.combine_chunks()
                 n = part.num_rows
                 cols = [part.column(f.name).chunk(0) if f.name in part.column_names
