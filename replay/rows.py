@@ -181,7 +181,7 @@ def _numbers(arr: pa.Array) -> Picker:
     """A fixed-width column (ints, floats, times as int64) through numpy: C loops."""
     if arr.null_count == 0:
         v = arr.to_numpy(zero_copy_only=False)
-        return lambda idx: v[idx].tolist()  # type: ignore[no-any-return]
+        return lambda idx: v[idx].tolist()
     if arr.null_count * 4 > len(arr):
         return _pick_list(arr.to_pylist())
     filled = arr.fill_null(0).to_numpy(zero_copy_only=False)
@@ -213,7 +213,7 @@ def _texts(arr: pa.Array) -> Picker:
     table = np.empty(len(values), dtype=object)
     table[:] = values
     codes = codes_arr.to_numpy()
-    return lambda idx: table[codes[idx]].tolist()  # type: ignore[no-any-return]
+    return lambda idx: table[codes[idx]].tolist()
 
 
 def _lists(arr: pa.Array) -> Picker:
@@ -227,7 +227,7 @@ def _lists(arr: pa.Array) -> Picker:
     widths = np.diff(arr.offsets.to_numpy())
     if not arr.null_count and len(widths) and widths[0] > 0 and (widths == widths[0]).all():
         grid = values.reshape(len(arr), int(widths[0]))
-        return lambda idx: grid[idx].tolist()  # type: ignore[no-any-return]
+        return lambda idx: grid[idx].tolist()
     flat_list = values.tolist()
     offsets = arr.offsets.to_numpy()
     offsets = (offsets - offsets[0]).tolist()
