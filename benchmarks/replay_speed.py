@@ -1,44 +1,125 @@
 """Replay throughput: events as objects and rows as Arrow batches, beside plain
-``pyarrow.parquet`` batch iteration of the same files and columns.
+``pyarrow.parquet`` batch iteration of the same files and columns, and beside the
+machine's limit for making the same objects.
 
 The store (``benchmarks.replay_store``) holds one sealed day (sorted by symbol,
 122,880-row groups) and one rolled day (recorder files in arrival order) of
 trades and 5-level books over 100 symbols. Trades and books are measured
 separately (a book row carries four list columns and costs several times a
 trade row everywhere, in pyarrow too); each figure covers both days.
+
+Baselines, measured in the same run (each rate the best of ``rounds`` rounds,
+the rounds interleaved so load changes hit every path alike):
+
+- **pyarrow**: the fastest of a few plain ``ParquetFile.iter_batches`` settings
+  over the same files (``PYARROW_WAYS``: default; text columns read as
+  dictionaries; that plus ``pre_buffer``; that on one thread). No order, no
+  filter: what decoding the files costs here.
+- **object limit**: the same rows as the same record classes, built by the
+  same generated builders (``object.__new__`` plus one slot store per field)
+  from ready Python lists: the lists are made outside the timing, batch by
+  batch. What making the objects alone costs; replay can only add to it.
 """
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import replay
 from benchmarks.replay_store import make_day
+from replay.rows import BUILDERS, RECORD_COLUMNS, column_values
 
 
-def _rate(fn: Any) -> float:
+def _texts(path: Path) -> list[str]:
+    schema = pq.read_schema(path)
+    return [f.name for f in schema if f.type == pa.string()]
+
+
+PYARROW_WAYS: dict[str, Callable[[Path], Any]] = {
+    "default": lambda f: pq.ParquetFile(f).iter_batches(65_536),
+    "dictionary": lambda f: pq.ParquetFile(f, read_dictionary=_texts(f)).iter_batches(65_536),
+    "dictionary+pre_buffer": lambda f: pq.ParquetFile(
+        f, read_dictionary=_texts(f), pre_buffer=True).iter_batches(65_536),
+    "dictionary, 1 thread": lambda f: pq.ParquetFile(
+        f, read_dictionary=_texts(f)).iter_batches(65_536, use_threads=False),
+}
+
+
+def _pyarrow(files: Sequence[Path], way: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = sum(b.num_rows for f in files for b in PYARROW_WAYS[way](f))
+    return n, time.perf_counter() - t0
+
+
+def _object_limit(files: Sequence[Path], table: str) -> tuple[int, float]:
+    """Build the rows of ``files`` from ready lists; only the building is timed."""
+    make, cols = BUILDERS[table], RECORD_COLUMNS[table]
+    n, spent = 0, 0.0
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(65_536, columns=list(cols)):
+            lists = [column_values(batch.column(c)) for c in cols]
+            gc.disable()
+            t0 = time.perf_counter()
+            records = make("alltick", *lists)
+            spent += time.perf_counter() - t0
+            gc.enable()
+            n += len(records)
+            del records, lists
+    return n, spent
+
+
+def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     t0 = time.perf_counter()
     n = fn()
-    return n / (time.perf_counter() - t0)
+    return n, time.perf_counter() - t0
 
 
-def run(rows_per_day: int = 2_000_000) -> dict[str, Any]:
+def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]:
+    """What is timed for ``table``: (rows, seconds) of each pyarrow way, the object
+    limit, and the replay as objects and as batches."""
+    files = sorted(root.glob(f"{table}/*/*/*.parquet"))
+    paths: dict[str, Callable[[], tuple[int, float]]] = {
+        f"pyarrow {way}": lambda way=way: _pyarrow(files, way) for way in PYARROW_WAYS}
+    paths["limit"] = lambda: _object_limit(files, table)
+    paths["objects"] = lambda: _timed(lambda: sum(
+        1 for _ in replay.replay_sync(root, "alltick", tables=[table])))
+    paths["batches"] = lambda: _timed(lambda: sum(
+        b.num_rows for b in replay.iter_batches(root, "alltick", tables=[table])))
+    return paths
+
+
+def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
+    """Rates (rows or events per second) per table: ``{t}_objects``, ``{t}_batches``,
+    ``{t}_baseline`` (best pyarrow way, named by ``{t}_baseline_way``), ``{t}_limit``."""
     out: dict[str, Any] = {"rows_per_day": rows_per_day}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_day(root, 0, rows_per_day, "sealed")
         make_day(root, 1, rows_per_day, "rolled")
         for table in ("trades", "book"):
-            files = sorted(root.glob(f"{table}/*/*/*.parquet"))
-            out[f"{table}_baseline"] = _rate(lambda files=files: sum(
-                b.num_rows for f in files for b in pq.ParquetFile(f).iter_batches(65_536)))
-            out[f"{table}_objects"] = _rate(lambda t=table: sum(
-                1 for _ in replay.replay_sync(root, "alltick", tables=[t])))
-            out[f"{table}_batches"] = _rate(lambda t=table: sum(
-                b.num_rows for b in replay.iter_batches(root, "alltick", tables=[t])))
+            paths = _paths(root, table)
+            best: dict[str, float] = {}
+            for _ in range(rounds):
+                for name, fn in paths.items():
+                    n, spent = fn()
+                    best[name] = max(best.get(name, 0.0), n / spent)
+            way = max(PYARROW_WAYS, key=lambda w: best[f"pyarrow {w}"])
+            out[f"{table}_baseline"] = best[f"pyarrow {way}"]
+            out[f"{table}_baseline_way"] = way
+            out[f"{table}_pyarrow"] = {w: best[f"pyarrow {w}"] for w in PYARROW_WAYS}
+            for name in ("limit", "objects", "batches"):
+                out[f"{table}_{name}"] = best[name]
     return out
+
+
+if __name__ == "__main__":
+    import sys
+    print(run(int(sys.argv[1]) if len(sys.argv) > 1 else 500_000))

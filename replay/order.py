@@ -1,29 +1,31 @@
-"""Putting one day's rows in replay order with Arrow kernels.
+"""Putting one day's rows in replay order with Arrow kernels, without moving them.
 
 - ``is_sorted``: a vectorized check that rows are already in key order (rolled
   recorder files of one run are: they are written in arrival order and named in
   that order). When they are, no sort and no copy happens.
-- ``merge``: the parts (one Arrow table per event table) are each put in key
-  order, then merged by a stable ``sort_indices`` over their concatenated keys.
-  Stability decides ties: rows with equal keys keep the concatenation order, i.e.
-  ``EVENT_TABLES`` order across tables and the sorted order inside a table.
-  Inside one part the merged order visits rows in their sorted order, so the
-  records of a chunk are contiguous slices of each part (``which`` says which
-  part each merged position comes from).
-- ``Piece``: a run of consecutive merged positions as zero-copy Arrow slices;
-  cheap to cut (no Python objects), ``build()`` turns it into records.
+- ``merge``: one stable ``sort_indices`` over the parts' concatenated keys (one
+  Arrow table per event table, as read). Stability decides ties: rows with equal
+  keys keep the concatenation order, i.e. ``EVENT_TABLES`` order across tables
+  and the order read inside a table (the same order as sorting each part first
+  and merging them stably). Nothing is taken: ``Merged`` holds the order, and
+  for each part the rows it gives in that order (``perms``).
+- ``Piece``: a run of consecutive merged positions: per part, the rows to build
+  (a slice, or indices into the part), cheap to cut; ``build()`` makes the
+  records through ``replay.rows.Columns`` (a numpy gather per column, no Arrow
+  ``take`` of the whole part). The Arrow output (``Scan.iter_batches``) takes
+  ``order`` from the concatenated parts once.
 """
-
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.rows import build
+from replay.rows import Columns
 
 
 def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
@@ -46,84 +48,93 @@ def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
     return True
 
 
-def sort_table(table: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """``table`` in key order (itself when it already is; stable otherwise)."""
-    if is_sorted(table, keys):
-        return table
-    order = pc.sort_indices(table.select(list(keys)), sort_keys=[(k, "ascending") for k in keys])
-    # take() over many chunks resolves every index through the chunk layout: slower
-    # than one concatenation first (list columns most of all).
-    return table.combine_chunks().take(order)
+def _key_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
+    """The stable key order of ``table``'s rows, as indices."""
+    return pc.sort_indices(table.select(list(keys)),  # type: ignore[no-any-return]
+                           sort_keys=[(k, "ascending") for k in keys]).to_numpy()
 
 
 @dataclass
 class Merged:
-    """Rows of several tables in one order.
+    """Rows of several tables in one order, nothing moved yet.
 
-    ``parts[p]`` is sorted; merged position ``i`` is the next unread row of part
-    ``which[i]``; ``order[i]`` is its index in the concatenation of the parts.
-    ``which``/``order`` are ``None`` for a single part (the order is the part's).
+    ``parts[p]`` is a table as read; ``order[i]`` is the row, in the concatenation of
+    the parts, that comes ``i``-th (``None``: the concatenation is in order);
+    ``which[i]`` the part it comes from (``None`` for a single part); ``perms[p]``
+    the rows of part ``p`` in the order they come (``None``: in read order).
     """
     parts: list[tuple[str, pa.Table]]
-    which: pa.Array | None
-    order: pa.Array | None
+    order: np.ndarray | None
+    which: np.ndarray | None
+    perms: list[np.ndarray | None]
 
     @property
     def rows(self) -> int:
         return sum(t.num_rows for _, t in self.parts)
 
     def pieces(self, rows: int) -> Iterator[Piece]:
-        """Consecutive pieces of at most ``rows`` merged positions, in order."""
-        if self.which is None:
-            name, table = self.parts[0]
-            for off in range(0, table.num_rows, rows):
-                yield Piece([(name, table.slice(off, rows))], None)
-            return
+        """Consecutive pieces of at most ``rows`` merged positions, in order. The
+        parts' columns are prepared for building here (``Columns``), once per part."""
+        cols = [Columns(name, t) for name, t in self.parts]
+        total = self.rows
         done = [0] * len(self.parts)            # rows of each part handed out so far
-        for off in range(0, len(self.which), rows):
-            which = self.which.slice(off, rows).to_pylist()
-            slices = []
-            for p, (name, table) in enumerate(self.parts):
-                n = which.count(p)
-                slices.append((name, table.slice(done[p], n)))
+        for off in range(0, total, rows):
+            if self.which is None:
+                counts, which = [min(rows, total - off)], None
+            else:
+                w = self.which[off:off + rows]
+                counts = np.bincount(w, minlength=len(self.parts)).tolist()
+                which = w.tolist()
+            picks = []
+            for p, n in enumerate(counts):
+                perm, a = self.perms[p], done[p]
+                picks.append((cols[p], slice(a, a + n) if perm is None else perm[a:a + n], n))
                 done[p] += n
-            yield Piece(slices, which)
+            yield Piece(picks, which)
 
 
 @dataclass
 class Piece:
-    """Merged positions as Arrow slices: ``which[i]`` = the part of position ``i``
-    (``None``: a single part)."""
-    slices: list[tuple[str, pa.Table]]
+    """Merged positions to build: per part its ``Columns``, the rows to take (in
+    order) and how many; ``which[i]`` = the part of position ``i`` (``None``: one part)."""
+    picks: list[tuple[Columns, Any, int]]
     which: list[int] | None
 
     def __len__(self) -> int:
-        return sum(t.num_rows for _, t in self.slices)
+        return sum(n for _, _, n in self.picks)
 
     def build(self, venue: str) -> list[Any]:
-        """The records, in order (``replay.rows.build`` per part, then interleaved)."""
+        """The records, in order (``Columns.build`` per part, then interleaved)."""
         if self.which is None:
-            name, table = self.slices[0]
-            return build(name, venue, table)
-        nexts = [iter(build(name, venue, t) if t.num_rows else ()).__next__
-                 for name, t in self.slices]
+            cols, idx, _ = self.picks[0]
+            return cols.build(venue, idx)
+        nexts = [iter(cols.build(venue, idx) if n else ()).__next__ for cols, idx, n in self.picks]
         return [nexts[p]() for p in self.which]
 
 
 def merge(parts: list[tuple[str, pa.Table]], keys: Sequence[str]) -> Merged:
-    """Sort each part, then merge them (see module doc). ``parts`` must not be empty."""
-    parts = [(name, sort_table(t, keys)) for name, t in parts]
+    """The replay order of ``parts`` (see module doc). ``parts`` must not be empty.
+
+    Parts that are not read in order are made contiguous (``combine_chunks``: every
+    later ``take`` or gather would resolve each index through the chunk layout)."""
     if len(parts) == 1:
-        return Merged(parts, None, None)
+        name, table = parts[0]
+        if is_sorted(table, keys):
+            return Merged(parts, None, None, [None])
+        table = table.combine_chunks()
+        order = _key_order(table, keys)
+        return Merged([(name, table)], order, None, [order])
     key_table = pa.table({
         k: pa.chunked_array([c for _, t in parts for c in t.column(k).chunks],
                             type=parts[0][1].schema.field(k).type)
         for k in keys})
-    order = pc.sort_indices(key_table, sort_keys=[(k, "ascending") for k in keys])
-    part_of = pa.chunked_array(
-        [pa.repeat(pa.scalar(p, pa.int8()), t.num_rows) for p, (_, t) in enumerate(parts)],
-        type=pa.int8())
-    which = part_of.take(order)
-    if isinstance(which, pa.ChunkedArray):
-        which = which.combine_chunks()
-    return Merged(parts, which, order)
+    order = _key_order(key_table, keys)
+    sizes = [t.num_rows for _, t in parts]
+    starts = np.cumsum([0, *sizes[:-1]])
+    which = np.repeat(np.arange(len(parts), dtype=np.int8), sizes)[order]
+    perms: list[np.ndarray | None] = []
+    for p, (start, size) in enumerate(zip(starts.tolist(), sizes)):
+        perm = order[which == p] - start
+        perms.append(None if (perm == np.arange(size)).all() else perm)
+    parts = [(name, t.combine_chunks()) for name, t in parts]
+    return Merged(parts, order, which, perms)

@@ -1,11 +1,15 @@
 """Arrow rows → Python records, fast: ``RawRow`` and the column-wise builders.
 
-The object path of the replay turns each Arrow column into a Python list once
-and builds the records from those lists. ``column_values`` gives what
+The object path of the replay prepares each Arrow column of a part once
+(``Columns``: one ``picker`` per column) and then builds the records of any
+rows, in any order, from Python lists the pickers make. A picker gives what
 ``to_pylist`` gives (timestamps as int nanoseconds) without a Python call per
-value: numbers go through numpy's ``tolist``, text through a dictionary (each
-distinct symbol or session becomes one shared ``str``), list columns are
-flattened once and cut into lists by their offsets.
+value: numbers are a numpy gather and ``tolist``, text goes through a
+dictionary (each distinct symbol or session is one shared ``str``; the rows
+are a gather of references), lists of one width (book levels) are a 2-D numpy
+gather whose ``tolist`` makes the row lists, other list columns are flattened
+once and cut by their offsets. So a sealed window is put in replay order by
+gathering the Python values, never by an Arrow ``take`` of every column.
 
 Building a slotted dataclass through its keyword-only ``__init__`` costs the
 keyword call on top of the stores; the builders below create the instance with
@@ -27,11 +31,13 @@ from __future__ import annotations
 import base64
 import gc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from itertools import pairwise
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -138,92 +144,161 @@ def _compile(cls: type, columns: Sequence[str]) -> Builder:
 
 BUILDERS: dict[str, Builder] = {
     name: _compile(RECORD_CLASSES[name], cols) for name, cols in RECORD_COLUMNS.items()}
+_ALL = slice(None)
 
 
-def _numbers(arr: pa.Array) -> list[Any]:
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector off for the block (back on only if it was on)."""
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+Picker = Callable[[Any], list[Any]]
+
+
+def _count(n: int, idx: Any) -> int:
+    """How many rows ``idx`` (a slice or an index array) picks out of ``n``."""
+    return len(range(n)[idx]) if isinstance(idx, slice) else len(idx)
+
+
+def _pick_list(values: list[Any]) -> Picker:
+    """A picker over a ready Python list (the general, slower case)."""
+    def pick(idx: Any) -> list[Any]:
+        if isinstance(idx, slice):
+            return values[idx]
+        return list(map(values.__getitem__, idx.tolist()))
+    return pick
+
+
+def _numbers(arr: pa.Array) -> Picker:
     """A fixed-width column (ints, floats, times as int64) through numpy: C loops."""
     if arr.null_count == 0:
-        return arr.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+        v = arr.to_numpy(zero_copy_only=False)
+        return lambda idx: v[idx].tolist()
     if arr.null_count * 4 > len(arr):
-        return arr.to_pylist()
-    out = arr.fill_null(0).to_numpy(zero_copy_only=False).tolist()
-    for i in pc.indices_nonzero(arr.is_null()).to_numpy().tolist():
-        out[i] = None
-    return out  # type: ignore[no-any-return]
+        return _pick_list(arr.to_pylist())
+    filled = arr.fill_null(0).to_numpy(zero_copy_only=False)
+    null = arr.is_null().to_numpy(zero_copy_only=False)
+
+    def pick(idx: Any) -> list[Any]:
+        out = filled[idx].tolist()
+        for i in np.flatnonzero(null[idx]).tolist():
+            out[i] = None
+        return out  # type: ignore[no-any-return]
+    return pick
 
 
-def _texts(arr: pa.Array) -> list[Any]:
-    """A text column: each distinct value made once (a few symbols and sessions)."""
+def _texts(arr: pa.Array) -> Picker:
+    """A text column: each distinct value made once (a few symbols and sessions),
+    rows picked through their dictionary code (a numpy object array: the gather and
+    ``tolist`` only copy references). One value and no nulls: one list repeat."""
     enc = arr.dictionary_encode()
     if len(enc.dictionary) * 4 > len(arr):
-        return arr.to_pylist()
+        return _pick_list(arr.to_pylist())
     values = enc.dictionary.to_pylist()
-    if enc.indices.null_count:
+    codes_arr = enc.indices
+    if codes_arr.null_count:
         values.append(None)
-        idx = enc.indices.fill_null(len(values) - 1)
-    else:
-        idx = enc.indices
-    return list(map(values.__getitem__, idx.to_numpy().tolist()))
+        codes_arr = codes_arr.fill_null(len(values) - 1)
+    elif len(values) == 1:
+        n = len(arr)
+        return lambda idx: values * _count(n, idx)
+    table = np.empty(len(values), dtype=object)
+    table[:] = values
+    codes = codes_arr.to_numpy()
+    return lambda idx: table[codes[idx]].tolist()
 
 
-def _lists(arr: pa.Array) -> list[Any]:
-    """A list column: the values flattened once, then cut into Python lists."""
+def _lists(arr: pa.Array) -> Picker:
+    """A list column. Lists of one width with no nulls (book levels) are a 2-D numpy
+    array whose ``tolist`` makes the row lists in C; otherwise the values are
+    flattened once and cut into lists by their offsets."""
     flat = arr.flatten()
     if flat.null_count or not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
-        return arr.to_pylist()
-    values = flat.to_numpy(zero_copy_only=False).tolist()
+        return _pick_list(arr.to_pylist())
+    values = flat.to_numpy(zero_copy_only=False)
+    widths = np.diff(arr.offsets.to_numpy())
+    if not arr.null_count and len(widths) and widths[0] > 0 and (widths == widths[0]).all():
+        grid = values.reshape(len(arr), int(widths[0]))
+        return lambda idx: grid[idx].tolist()
+    flat_list = values.tolist()
     offsets = arr.offsets.to_numpy()
     offsets = (offsets - offsets[0]).tolist()
-    out = [values[a:b] for a, b in pairwise(offsets)]
+    out = [flat_list[a:b] for a, b in pairwise(offsets)]
     if arr.null_count:
         for i in pc.indices_nonzero(arr.is_null()).to_numpy().tolist():
             out[i] = None
-    return out
+    return _pick_list(out)
 
 
 def _is_number(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t)
 
 
+def picker(arr: pa.Array) -> Picker:
+    """``pick(idx)``: the values of rows ``idx`` (a numpy index array or a slice) of
+    ``arr`` as a Python list, exactly as ``to_pylist`` gives them except that
+    timestamps are int ns; built with numpy/Arrow loops, not per-value Python calls.
+    The preparation (numpy views, dictionary) is done once, here."""
+    n = len(arr)
+    if arr.null_count == n:
+        return lambda idx: [None] * _count(n, idx)
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        arr = arr.cast(pa.int64())
+    if _is_number(t):
+        return _numbers(arr)
+    if pa.types.is_string(t):
+        return _texts(arr)
+    if pa.types.is_list(t):
+        return _lists(arr)
+    return _pick_list(arr.to_pylist())
+
+
 def column_values(col: pa.Array | pa.ChunkedArray) -> list[Any]:
-    """One column as a Python list, exactly as ``to_pylist`` gives it except that
-    timestamps are int ns; built with numpy/Arrow loops, not per-value Python calls."""
+    """One column as a Python list (``picker`` of each chunk, every row)."""
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
     out: list[Any] = []
     for arr in chunks:
-        n = len(arr)
-        if arr.null_count == n:
-            out += [None] * n
-            continue
-        t = arr.type
-        if pa.types.is_timestamp(t):
-            arr = arr.cast(pa.int64())
-        if _is_number(t):
-            out += _numbers(arr)
-        elif pa.types.is_string(t):
-            out += _texts(arr)
-        elif pa.types.is_list(t):
-            out += _lists(arr)
-        else:
-            out += arr.to_pylist()
+        out += picker(arr)(slice(None))
     return out
 
 
-def column_lists(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> list[list[Any]]:
-    """Each column as a Python list (``column_values``)."""
-    return [column_values(table.column(name)) for name in columns]
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    if col.num_chunks == 1:
+        return col.chunk(0)
+    return col.combine_chunks()
+
+
+class Columns:
+    """The record columns of one table, ready to be read in any row order: each
+    column is one contiguous Arrow array and a ``picker`` (prepared once; reading
+    rows ``idx`` is then a numpy gather plus ``tolist``, no Arrow ``take``)."""
+
+    def __init__(self, name: str, table: pa.Table | pa.RecordBatch) -> None:
+        self.name = name
+        self.rows = table.num_rows
+        cols = [table.column(c) for c in RECORD_COLUMNS[name]]
+        self._pickers = [picker(_one_chunk(c) if isinstance(c, pa.ChunkedArray) else c)
+                         for c in cols]
+
+    def build(self, venue: str, idx: Any = _ALL) -> list[Any]:
+        """Records of rows ``idx`` (numpy indices or a slice; default all), in that order."""
+        with _gc_paused():
+            return BUILDERS[self.name](venue, *[pick(idx) for pick in self._pickers])
 
 
 def build(name: str, venue: str, table: pa.Table | pa.RecordBatch) -> list[Any]:
     """The rows of ``table`` (a ``name`` table: an event table or ``raw``) as records."""
-    enabled = gc.isenabled()
-    if enabled:
-        gc.disable()
-    try:
-        return BUILDERS[name](venue, *column_lists(table, RECORD_COLUMNS[name]))
-    finally:
-        if enabled:
-            gc.enable()
+    return Columns(name, table).build(venue)
 
 
-__all__ = ["RECORD_CLASSES", "RECORD_COLUMNS", "RawRow", "build", "column_lists"]
+__all__ = ["RECORD_CLASSES", "RECORD_COLUMNS", "Columns", "RawRow", "build", "column_values",
+           "picker"]

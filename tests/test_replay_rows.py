@@ -1,0 +1,93 @@
+"""The object path's column pickers and the un-moved merge: rows picked in any order
+are what ``to_pylist`` gives in that order, and a merge's pieces visit every row of
+every part once, in the replay order (the records built from pieces: test_replay*)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replay.order import merge
+from replay.rows import picker
+from replay.scan import EVENT_KEYS
+from schemas.tables import TABLES
+
+TS = TABLES["trades"].field("ts_recv").type
+
+
+@st.composite
+def columns(draw: Any) -> tuple[pa.Array, list[Any]]:
+    """A column of one of the kinds the pickers treat apart, and its ``to_pylist``."""
+    kind = draw(st.sampled_from(["int64", "float64", "timestamp", "text", "one_text",
+                                 "list", "ragged_list", "all_null"]))
+    n = draw(st.integers(1, 30))
+    maybe_none = draw(st.booleans())
+
+    def cell(strategy: Any) -> Any:
+        return st.one_of(st.none(), strategy) if maybe_none else strategy
+    if kind in ("int64", "timestamp"):
+        values = draw(st.lists(cell(st.integers(0, 2**62)), min_size=n, max_size=n))
+        arr = pa.array(values, pa.int64())
+        return (arr.cast(TS) if kind == "timestamp" else arr), values
+    if kind == "float64":
+        values = draw(st.lists(cell(st.floats(allow_nan=False)), min_size=n, max_size=n))
+        return pa.array(values, pa.float64()), values
+    if kind in ("text", "one_text"):
+        alphabet = ["S001"] if kind == "one_text" else ["S001", "S002", "buy", ""]
+        values = draw(st.lists(cell(st.sampled_from(alphabet)), min_size=n, max_size=n))
+        return pa.array(values, pa.string()), values
+    if kind == "all_null":
+        return pa.nulls(n, pa.string()), [None] * n
+    width = st.just(3) if kind == "list" else st.integers(0, 4)
+    values = draw(st.lists(cell(width.flatmap(lambda w: st.lists(
+        st.floats(allow_nan=False), min_size=w, max_size=w))), min_size=n, max_size=n))
+    return pa.array(values, pa.list_(pa.float64())), values
+
+
+@settings(max_examples=100, deadline=None)
+@given(col=columns(), data=st.data())
+def test_picker_gives_to_pylist_in_any_order(col: tuple[pa.Array, list[Any]], data: Any) -> None:
+    arr, values = col
+    pick = picker(arr)
+    idx = data.draw(st.lists(st.integers(0, len(values) - 1), max_size=40))
+    assert pick(np.array(idx, dtype=np.int64)) == [values[i] for i in idx]
+    a, b = sorted(data.draw(st.lists(st.integers(0, len(values)), min_size=2, max_size=2)))
+    assert pick(slice(a, b)) == values[a:b]
+    assert pick(slice(None)) == values
+
+
+def _part(rows: list[tuple[int, str, int, int]]) -> pa.Table:
+    ts, session, frame, pos = zip(*rows) if rows else ((), (), (), ())
+    return pa.table({"ts_recv": pa.array(ts, TS), "session": pa.array(session, pa.string()),
+                     "frame": pa.array(frame, pa.int64()), "pos": pa.array(pos, pa.int32()),
+                     "mark": pa.array([f"{i}" for i in range(len(rows))], pa.string())})
+
+
+KEY = st.tuples(st.integers(0, 4), st.sampled_from(["a", "b"]), st.integers(0, 3), st.integers(0, 2))
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(st.lists(KEY, min_size=1, max_size=12), min_size=1, max_size=3),
+       chunk=st.integers(1, 5))
+def test_merge_is_a_stable_sort_of_the_concatenation(parts: list[list[Any]], chunk: int) -> None:
+    tables = [(f"t{p}", pa.Table.from_batches(_part(keys).to_batches(chunk)))
+              for p, keys in enumerate(parts)]
+    flat = [(key, p, i) for p, keys in enumerate(parts) for i, key in enumerate(keys)]
+    want = [(p, i) for _, p, i in sorted(flat, key=lambda x: x[0])]     # sorted() is stable
+    m = merge(tables, EVENT_KEYS)
+    concat = [(p, i) for p, keys in enumerate(parts) for i in range(len(keys))]
+    order = range(len(concat)) if m.order is None else m.order.tolist()
+    assert [concat[j] for j in order] == want
+    seen = []
+    for p, perm in enumerate(m.perms):
+        got = list(range(len(parts[p]))) if perm is None else perm.tolist()
+        seen += [(p, i) for i in got]
+    assert sorted(seen) == sorted(want)
+    assert [m.parts[p][1].column("mark").to_pylist() for p in range(len(parts))] == \
+        [[f"{i}" for i in range(len(k))] for k in parts]
+    if m.which is not None:
+        assert [p for p, _ in want] == m.which.tolist()
