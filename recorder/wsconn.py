@@ -159,6 +159,11 @@ class WsConnection(asyncio.Protocol):
             self._keepalive = asyncio.ensure_future(self._keep_alive())
 
     # -- what the recorder calls ---------------------------------------------------------
+    @property
+    def queued_bytes(self) -> int:
+        """Payload bytes read but not taken yet (reading pauses above ``max_queue_bytes``)."""
+        return self._queued_bytes
+
     async def recv_batch(self) -> list[tuple[bytes, bool]] | None:
         """The data messages read so far, oldest first; ``None`` when closed and drained."""
         while not self._queue:
