@@ -38,8 +38,18 @@ from websockets.http11 import USER_AGENT, Response
 from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
-from recorder.wsframe import (BINARY, CLOSE, PING, PONG, TEXT, FrameError, MessageReader,
-                              client_frame, close_payload, parse_close)
+from recorder.wsframe import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    MessageReader,
+    client_frame,
+    close_payload,
+    parse_close,
+)
 
 MAX_QUEUE_BYTES = 4 << 20
 

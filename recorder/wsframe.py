@@ -116,11 +116,11 @@ class MessageReader:
         self._frag_len += len(payload)
         if not b0 & 0x80:
             return True
-        opcode, whole = self._frag_op, b"".join(self._frags)
+        first, whole = self._frag_op, b"".join(self._frags)
         self._frag_op, self._frags, self._frag_len = None, [], 0
-        if opcode == TEXT and not whole.isascii() and not self._utf8(whole, out):
+        if first == TEXT and not whole.isascii() and not self._utf8(whole, out):
             return False
-        out.append((opcode, whole))     # type: ignore[arg-type]
+        out.append((TEXT if first == TEXT else BINARY, whole))
         return True
 
     def _utf8(self, payload: bytes, out: list[tuple[int, bytes]]) -> bool:

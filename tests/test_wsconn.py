@@ -10,6 +10,7 @@ import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -30,9 +31,9 @@ async def everything(conn: WsConnection) -> list[tuple[bytes, bool]]:
     return out
 
 
-async def run(handler: Handler, client: Callable[[WsConnection], Awaitable[object]],
-              **kw: object) -> object:
-    async with serve(handler, "127.0.0.1", 0, **kw) as server:     # type: ignore[arg-type]
+async def run(handler: Handler, client: Callable[[WsConnection], Awaitable[Any]],
+              **kw: Any) -> Any:
+    async with serve(handler, "127.0.0.1", 0, **kw) as server:
         port = server.sockets[0].getsockname()[1]
         async with ws_connect(f"ws://127.0.0.1:{port}/x?token=t", max_size=1000,
                               headers={"X-Test": "1"}) as conn:
@@ -43,6 +44,7 @@ async def test_messages_whole_and_fragmented_arrive_in_order_and_the_server_clos
     seen: dict[str, object] = {}
 
     async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
         seen["path"], seen["header"] = ws.request.path, ws.request.headers["X-Test"]
         seen["sub"] = await ws.recv()
         await ws.send("héllo")
@@ -51,12 +53,12 @@ async def test_messages_whole_and_fragmented_arrive_in_order_and_the_server_clos
         await ws.send(b"bin")
         await ws.close(4001, "bye now")
 
-    async def client(conn: WsConnection) -> object:
+    async def client(conn: WsConnection) -> Any:
         await conn.send('{"sub":1}')
         got = await everything(conn)
         return got, conn.close_code, conn.close_reason
 
-    got, code, reason = await run(handler, client)       # type: ignore[misc]
+    got, code, reason = await run(handler, client)
     assert got == [("héllo".encode(), True), ("fragménted".encode(), True),
                    (b"\x00\x01\xff", False), (b"bin", False)]
     assert (code, reason) == (4001, "bye now")
@@ -72,12 +74,12 @@ async def test_server_pings_are_answered_and_our_close_reaches_the_server() -> N
         await ws.wait_closed()
         closed.append((ws.close_code, ws.close_reason))
 
-    async def client(conn: WsConnection) -> object:
+    async def client(conn: WsConnection) -> Any:
         batch = await conn.recv_batch()
         await conn.close(1000, "done")
         return batch, conn.close_code
 
-    batch, code = await run(handler, client)        # type: ignore[misc]
+    batch, code = await run(handler, client)
     assert batch == [(b"pong after True", True)] and code == 1000
     await asyncio.sleep(0.1)
     assert closed == [(1000, "done")]
@@ -132,10 +134,10 @@ async def test_bad_input_fails_the_connection_with_the_rfc_code_and_the_server_h
         await ws.wait_closed()
         heard.append(ws.close_code)
 
-    async def client(conn: WsConnection) -> object:
+    async def client(conn: WsConnection) -> Any:
         return await everything(conn), conn.close_code, conn.close_reason
 
-    got, code, reason = await run(handler, client)      # type: ignore[misc]
+    got, code, reason = await run(handler, client)
     await asyncio.sleep(0.1)
     if what == "utf8":
         assert got == [(b"good", True), (b"bad \xff", True)]     # handed out, then refused
@@ -201,9 +203,10 @@ async def test_a_server_that_never_answers_the_handshake_times_out() -> None:
 
 async def test_wss_connects_over_tls_and_checks_the_certificate(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+               "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+               "-keyout", str(key), "-out", str(cert)]
+    await asyncio.to_thread(subprocess.run, openssl, check=True, capture_output=True)
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
 

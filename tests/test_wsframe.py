@@ -14,8 +14,17 @@ from websockets.protocol import State
 from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
-from recorder.wsframe import (BINARY, CLOSE, PING, PONG, TEXT, MessageReader, client_frame,
-                              close_payload, parse_close)
+from recorder.wsframe import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    MessageReader,
+    client_frame,
+    close_payload,
+    parse_close,
+)
 
 MAX = 1 << 16
 
@@ -65,13 +74,14 @@ def websockets_messages(chunks: list[bytes]) -> list[tuple[int, bytes]]:
     for chunk in chunks:
         proto.receive_data(chunk)
         for frame in proto.events_received():
+            assert isinstance(frame, Frame)
             op = int(frame.opcode)
             if op >= CLOSE:
-                out.append((op, frame.data))
+                out.append((op, bytes(frame.data)))
                 continue
             if op != 0:
                 first = op
-            frags.append(frame.data)
+            frags.append(bytes(frame.data))
             if frame.fin:
                 out.append((first, b"".join(frags)))
                 frags = []
