@@ -18,10 +18,15 @@ from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from benchmarks import capture_memory
-from benchmarks.blast import SUB
+from benchmarks.blast import SUB, frames
 from recorder.live import Recorder
+from recorder.wsframe import MessageReader
 
 
 def start_blast(n: int) -> tuple[subprocess.Popen[str], str]:
@@ -69,6 +74,34 @@ def stored_rows(root: Path, tables: tuple[str, ...]) -> int:
                for t in tables for f in (root / t).rglob("*.parquet"))
 
 
+def parse_speed(n: int = 50_000, rounds: int = 3) -> dict[str, float]:
+    """µs per frame to parse n blast frames from 64 KB reads: the recorder's reader
+    (``recorder.wsframe``) beside websockets' parser (sans-I/O ``ClientProtocol``,
+    frames decoded to ``str`` as its ``recv`` does); best of ``rounds`` each."""
+    payloads = [f.encode() for f in frames(n, ["AAPL.US", "700.HK", "TSLA.US", "BTCUSDT"])]
+    wire = b"".join(Frame(Opcode.TEXT, p).serialize(mask=False) for p in payloads)
+    reads = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]
+    ours, theirs = [], []
+    for _ in range(rounds):
+        reader = MessageReader(1 << 20)
+        t0 = time.perf_counter()
+        got = sum(len(reader.feed(r)) for r in reads)
+        ours.append((time.perf_counter() - t0) / got * 1e6)
+        proto = ClientProtocol(parse_uri("ws://x/"), max_size=1 << 20)
+        proto.state = State.OPEN
+        proto.parser = proto.parse()
+        next(proto.parser)
+        t0 = time.perf_counter()
+        got = 0
+        for r in reads:
+            proto.receive_data(r)
+            for ev in proto.events_received():
+                ev.data.decode()        # type: ignore[union-attr]
+                got += 1
+        theirs.append((time.perf_counter() - t0) / got * 1e6)
+    return {"ours_us": min(ours), "websockets_us": min(theirs)}
+
+
 def run(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     """The bare client and the recorder read the same n frames, alternately, ``rounds``
     times each; each side's best round counts (the one the shared machine disturbed
@@ -98,6 +131,9 @@ def report(quick: bool, row: Callable[..., str]) -> Iterator[str]:
     yield row("capture, ingest (read+journal) vs bare", cap["ingest"], cap["ceiling"],
               "frames/s", "-", True) + f"   rows in Parquet {cap['lag_s']:.2f} s after the last read"
     yield row("capture, frames lost", cap["lost"], None, "frames", "0", cap["lost"] == 0)
+    parse = parse_speed()
+    yield row("frame parsing, ours vs websockets", parse["ours_us"], parse["websockets_us"],
+              "µs/frame", "-", True) + "   the same 64 KB reads, in process"
     minutes = 1 if quick else 10
     mem = capture_memory.run(60.0 * minutes)
     ours, bare = mem["ours"], mem["bare"]

@@ -79,6 +79,7 @@ class WsConnection(asyncio.Protocol):
         self._pong: asyncio.Future[None] | None = None
         self._pong_payload = b""
         self._keepalive: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None     # waits for TCP to close
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,7 +209,7 @@ class WsConnection(asyncio.Protocol):
         """Fail the connection (RFC 6455 7.1.7) with ``error``'s code and reason."""
         self._send_close(error.code, error.reason)
         self._end(error.code, f"closed by tickrec: {error.reason}")
-        asyncio.ensure_future(self._wait_lost())
+        self._closing = self._closing or asyncio.ensure_future(self._wait_lost())
 
     # -- internals ----------------------------------------------------------------------
     def _send_close(self, code: int, reason: str) -> None:
@@ -223,7 +224,7 @@ class WsConnection(asyncio.Protocol):
         else:
             self._send_close(code if code != 1005 else 1000, "")
             self._end(code, reason)
-        asyncio.ensure_future(self._wait_lost())
+        self._closing = self._closing or asyncio.ensure_future(self._wait_lost())
 
     def _end(self, code: int, reason: str) -> None:
         if self.close_code is None:
