@@ -419,5 +419,3 @@ def connect(venue: str, url: str, symbols: Sequence[str], root: Path | str | Non
             **kw: Any) -> LiveFeed:
     """``async with recorder.connect("alltick", url=..., symbols=[...]) as feed``."""
     return LiveFeed(venue, url, symbols, root, **kw)
-
-
