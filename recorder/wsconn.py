@@ -205,6 +205,15 @@ class WsConnection(asyncio.Protocol):
             self.close_code, self.close_reason = code, reason
         await self._wait_lost()
 
+    async def release(self) -> None:
+        """Close (1000) if still open, wait for TCP to go (or drop it), stop the pings."""
+        if self.close_code is None:
+            await self.close(1000, "")
+        else:
+            await self._wait_lost()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+
     def fail(self, error: FrameError) -> None:
         """Fail the connection (RFC 6455 7.1.7) with ``error``'s code and reason."""
         self._send_close(error.code, error.reason)
@@ -286,10 +295,5 @@ async def ws_connect(url: str, *, headers: Mapping[str, str] | None = None,
     try:
         yield conn
     finally:
-        if conn.close_code is None:
-            await conn.close(1000, "")
-        else:
-            await conn._wait_lost()
-        if conn._keepalive is not None:
-            conn._keepalive.cancel()
+        await conn.release()
 
