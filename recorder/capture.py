@@ -83,6 +83,13 @@ class RecvClock:
         self._last = t
         return t
 
+    def stamps(self, n: int) -> int:
+        """Receive times for ``n`` frames read together: the first is ``now()``, the
+        others follow it 1 ns apart (still strictly increasing); returns the first."""
+        t = self.now()
+        self._last = t + n - 1
+        return t
+
 
 @dataclass
 class _Session:
@@ -250,6 +257,10 @@ class Capture:
                 if len(self.pending) >= BATCH_MAX:
                     return self.decode_pending()
                 return self._hand_out([])
+        return self._ingest_now(rec)
+
+    def _ingest_now(self, rec: RawRecord) -> list[Any]:
+        """Decode ``rec`` on its own, after the pending pushes; the events not handed out yet."""
         self.decode_pending(deliver=False)
         events = self.norm.ingest(rec)
         self._ingested += 1
@@ -306,7 +317,35 @@ class Capture:
             return self._record("in", "text", payload.encode("utf-8", "surrogatepass"))
         return self._record("in", "text" if text else "binary", payload)
 
+    def batch_in(self, batch: Sequence[tuple[bytes, bool]]) -> list[Any]:
+        """Frames read together, ``(payload, is_text)`` each, in order: stamped
+        (``RecvClock.stamps``) and journaled first, then handled as ``frame_in`` would
+        one after the other; their events."""
+        n = len(batch)
+        if not n:
+            return []
+        ts0, frame0 = self.clock.stamps(n), self._frame
+        self.journal.append_in(ts0, frame0, batch)    # first: nothing happens to a frame before this
+        self._frame += n
+        self.records += n
+        self.frames_in += n
+        self.last_in_ns = ts0 + n - 1
+        decoder = self.norm.decoder
+        events: list[Any] = []
+        for i, (payload, text) in enumerate(batch):
+            rec = RawRecord(ts0 + i, frame0 + i, "in", "text" if text else "binary", payload)
+            if decoder is not None and decoder.batchable(rec):
+                if not self.pending:
+                    self._pending_since = time.monotonic()
+                self.pending.append(rec)
+                if len(self.pending) >= BATCH_MAX:
+                    events += self.decode_pending()
+            else:
+                events += self._ingest_now(rec)
+        return events + self._hand_out([])
+
     def frame_out(self, stored: bytes, kind: str = "text") -> list[Any]:
+
         return self._record("out", kind, stored)
 
     def error(self, message: str) -> None:

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import websockets
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
 from recorder.backoff import backoff
 from recorder.capture import Capture, RecvClock, recover
 from recorder.tcp import tcp_connect
+from recorder.wsconn import WsConnection, ws_connect
 from schemas.errors import ConfigError, PermanentFeedError
 from schemas.events import Status
 from schemas.venues import get
@@ -35,6 +34,7 @@ JOURNAL_FLUSH_S = 0.01
 JOURNAL_FLUSH_RECORDS = 2048
 STORE_RETRY_S = 1.0             # while the store cannot be written, try again this often
 GOOD_SESSION_S = 10.0           # a connection that lasted this long resets the back-off
+ROWS_PER_FRAME = 8              # at most this many buffered rows come from one frame in
 Sink = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -143,10 +143,9 @@ class Recorder:
                 if self.client.transport == "tcp":     # framed TCP (Futu OpenD)
                     conn: Any = tcp_connect(dial.url, self.client.framer(), open_timeout=10)
                 else:
-                    conn = ws_connect(dial.url, additional_headers=dict(dial.headers),
+                    conn = ws_connect(dial.url, headers=dict(dial.headers),
                                       max_size=MAX_FRAME_BYTES, open_timeout=10,
-                                      compression=None, proxy=None, ping_interval=20,
-                                      ping_timeout=20, close_timeout=2)
+                                      ping_interval=20, ping_timeout=20, close_timeout=2)
                 async with conn as ws:
                     self.connections += 1
                     self.capture.open_session(dial.redacted_url, self.symbols,
@@ -205,11 +204,15 @@ class Recorder:
         async def reader() -> None:
             nonlocal last_in
             journal, writable = cap.journal, self._writable
-            try:
-                async for msg in ws:
-                    last_in = time.monotonic()
-                    events = cap.frame_in(msg)
-                    if cap.pending and self.sink is not None and not _queued(ws):
+            async for batch in _batches(ws):
+                last_in = time.monotonic()
+                done = 0
+                while done < len(batch):
+                    # no more frames at once than the buffered-rows cap has room for
+                    room = (self.max_buffered_rows - cap.buffered_rows) // ROWS_PER_FRAME
+                    events = cap.batch_in(batch[done:done + max(1, room)])
+                    done += max(1, room)
+                    if cap.pending and self.sink is not None:
                         events += cap.decode_pending()      # a live consumer: no waiting
                     if journal.buffered >= JOURNAL_FLUSH_RECORDS and not cap.flush_journal():
                         await self._blocked()
@@ -232,13 +235,6 @@ class Recorder:
                         # the venue slows down or drops us; nothing read is ever dropped.
                         await self._reader_pause(writable)
                         last_in = time.monotonic()
-            except ConnectionClosed as exc:
-                # A text frame that is not UTF-8 fails the connection (RFC 6455: 1007);
-                # keep the frame itself: it is journaled and becomes a rejected gap.
-                bad = exc.__cause__
-                if isinstance(bad, UnicodeDecodeError) and isinstance(bad.object, bytes):
-                    await self._emit(cap.frame_in(bad.object, text=True))
-                raise
 
         async def watchdog() -> None:
             nonlocal last_in
@@ -271,12 +267,8 @@ class Recorder:
             reason = f"watchdog: no frame for {self.idle_timeout:g}s"
             ws.transport.abort()
             return None, reason
+        # a connection we failed ourselves (RFC 6455) says so: "closed by tickrec: ..."
         code, reason = ws.close_code, ws.close_reason
-        sent = getattr(getattr(ws, "protocol", None), "close_sent", None)
-        if code == 1006 and sent is not None and sent.code != 1000:
-            # the websockets library failed the connection itself (RFC 6455): 1007 a text
-            # frame not UTF-8, 1009 a frame over the size limit, 1011 no pong
-            return sent.code, f"closed by tickrec: {sent.reason or 'protocol error'}"
         return code, reason or ("connection lost" if code == 1006 else "")
 
     async def _reader_pause(self, event: asyncio.Event) -> None:
@@ -362,13 +354,16 @@ class Recorder:
             t.cancel()
 
 
-def _queued(ws: Any) -> int:
-    """Messages the connection has read but not handed out yet (0 if unknown)."""
-    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
-    try:
-        return len(frames) if frames is not None else 0
-    except TypeError:
-        return 0
+async def _batches(ws: Any) -> AsyncIterator[list[tuple[bytes, bool]]]:
+    """What a connection has read, as batches of ``(payload, is_text)``: a WebSocket
+    connection hands out everything read since the last batch, a framed TCP one a
+    packet at a time."""
+    if isinstance(ws, WsConnection):
+        while (batch := await ws.recv_batch()) is not None:
+            yield batch
+    else:
+        async for packet in ws:
+            yield [(packet, False)]
 
 
 class LiveFeed:
@@ -424,6 +419,3 @@ def connect(venue: str, url: str, symbols: Sequence[str], root: Path | str | Non
             **kw: Any) -> LiveFeed:
     """``async with recorder.connect("alltick", url=..., symbols=[...]) as feed``."""
     return LiveFeed(venue, url, symbols, root, **kw)
-
-
-_ = websockets  # the dependency this module drives

@@ -47,7 +47,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,22 @@ class JournalWriter:
                 raise ValueError(f"record not journalable: {exc!r}") from exc
             raise
         self._n += 1
+
+    def append_in(self, ts0: int, frame0: int, frames: Sequence[tuple[bytes, bool]]) -> None:
+        """Buffer frames received together, ``(payload, is_text)`` each: the same bytes as
+        ``append`` of ``RawRecord(ts0 + i, frame0 + i, "in", "text"|"binary", payload)``
+        for each, in order."""
+        if self._file is None:
+            raise StoreError("journal writer is closed")
+        pack, din = _REC.pack, _DIR_CODE["in"]
+        text, binary = _KIND_CODE["text"], _KIND_CODE["binary"]
+        parts: list[bytes] = []
+        add = parts.append
+        for i, (payload, is_text) in enumerate(frames):
+            add(pack(ts0 + i, frame0 + i, din, text if is_text else binary, len(payload), _NO_NOTE))
+            add(payload)
+        self._buf += b"".join(parts)
+        self._n += len(frames)
 
     def flush(self) -> None:
         """Write the buffer as one block (one os-level write, no fsync); no-op if empty.

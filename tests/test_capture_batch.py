@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import recorder.capture
 from recorder.capture import Capture
 from schemas.venues import alltick
 from schemas.venues.alltick import encode_depth, encode_trade
+from storage.journal import iter_journal
 
 CODES = ["AAPL.US", "700.HK", "X", "a b", "BRK/B"]
 SUB_DEPTH = '{"cmd_id":22002,"seq_id":1,"trace":"t","data":{"symbol_list":[{"code":"AAPL.US"},{"code":"700.HK"}]}}'
@@ -31,15 +33,22 @@ CONTROL = [
 
 
 class StepClock:
-    """A receive clock that advances 1 ms per frame (the same in both captures)."""
+    """A receive clock that advances ``step`` ns per frame (the same in both captures)."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: int = 1_000_000) -> None:
         self.last = 1_767_225_599_000_000_000       # a capture that crosses midnight
         self.held_back_ns = 0
+        self.step = step
 
     def now(self) -> int:
-        self.last += 1_000_000
+        self.last += self.step
         return self.last
+
+    def stamps(self, n: int) -> int:
+        """What RecvClock.stamps gives: ``now()``, then 1 ns apart."""
+        first = self.now()
+        self.last = first + n - 1
+        return first
 
 
 numbers = st.one_of(
@@ -115,9 +124,12 @@ step = st.one_of(
 )
 
 
-def _run(root: Path, steps: list[tuple[str, Any]], batched: bool) -> tuple[Any, ...]:
+def _run(root: Path, steps: list[tuple[str, Any]], batched: bool, step_ns: int = 1_000_000,
+         reads: set[int] | None = None) -> tuple[Any, ...]:
+    """Capture ``steps``; with ``reads``, the frames in between two of these step numbers
+    arrive as one read (``Capture.batch_in``) instead of one by one (``frame_in``)."""
     ids = itertools.count()
-    cap = Capture(root, "alltick", clock=StepClock())  # type: ignore[arg-type]
+    cap = Capture(root, "alltick", clock=StepClock(step_ns))  # type: ignore[arg-type]
     events: list[Any] = []
 
     def open_() -> None:
@@ -126,8 +138,14 @@ def _run(root: Path, steps: list[tuple[str, Any]], batched: bool) -> tuple[Any, 
             cap.norm.decoder.batchable = lambda rec: False
     recorder.capture.new_session_id = lambda: f"s{next(ids)}"  # type: ignore[assignment]
     open_()
-    for kind, arg in steps:
-        if kind == "in":
+    read: list[tuple[bytes, bool]] = []
+    for i, (kind, arg) in enumerate(steps):
+        if reads is not None and read and (kind != "in" or i in reads):
+            events += cap.batch_in(read)
+            read = []
+        if kind == "in" and reads is not None:
+            read.append((arg.encode() if isinstance(arg, str) else arg, True))
+        elif kind == "in":
             events += cap.frame_in(arg, text=True)
         elif kind == "out":
             events += cap.frame_out(arg.encode())
@@ -136,13 +154,14 @@ def _run(root: Path, steps: list[tuple[str, Any]], batched: bool) -> tuple[Any, 
         elif kind == "reconnect":
             events += cap.close_session(1006, "lost")
             open_()
-    events += cap.decode_pending()
+    events += cap.batch_in(read) + cap.decode_pending()
     d = cap.norm.decoder
     state = (d.tracker.state(), d.depth_subs, d.trade_subs, d.pending)
     tables = {key: _exact(t.to_pylist()) for key, t in cap.take().tables()}
     counts = (cap.norm.rows, cap.norm.gaps, cap.norm.rejected, dict(cap.norm.rows_by_table))
     cap.close()
-    return tables, events, state, counts
+    journal = [astuple(r) for r in iter_journal(cap.dir)]
+    return tables, events, state, counts, journal
 
 
 def _exact(v: Any) -> Any:
@@ -173,6 +192,27 @@ def test_batched_capture_stores_what_the_frame_by_frame_decoder_stores(
     assert fast[1] == ref[1]          # events handed out, in order
     assert fast[2] == ref[2]          # decoder state after
     assert fast[3] == ref[3]          # row, gap and rejected counts
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(step, max_size=60), reads=st.sets(st.integers(0, 60)))
+def test_frames_read_together_are_stored_as_if_read_one_by_one(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        steps: list[tuple[str, Any]], reads: set[int]) -> None:
+    """Capture.batch_in (a socket read of many frames) = frame_in of each, in order: the
+    same journal records byte for byte, rows, events, state and counts (the clock steps
+    1 ns a frame, which is what RecvClock.stamps gives frames read together)."""
+    monkeypatch.setattr(alltick, "FAST_MIN", 1)
+    new_id = recorder.capture.new_session_id
+    try:
+        one = _run(tmp_path_factory.mktemp("one"), steps, batched=True, step_ns=1)
+        together = _run(tmp_path_factory.mktemp("read"), steps, batched=True, step_ns=1,
+                        reads=reads)
+    finally:
+        recorder.capture.new_session_id = new_id
+    assert together[4] == one[4]          # the journal, record by record
+    assert together[:4] == one[:4]        # rows, events, decoder state, counts
 
 
 def test_the_fast_path_takes_canonical_pushes_and_leaves_the_rest(tmp_path: Path) -> None:
