@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from replay import stream
 from replay.order import Merged, Piece, merge
 from replay.params import parse_symbols, parse_tables, parse_time
 from replay.rows import RECORD_COLUMNS
@@ -75,10 +76,15 @@ RAW_KEYS = ("ts_recv", "session", "frame")
 CHUNK_ROWS = 65_536
 STORE_DIRS = frozenset(TABLES) | {"journal"}
 TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
-_FORMAT = ds.ParquetFileFormat()
+# No pre-buffering: pyarrow's read cache keeps every column chunk a scan has read
+# until the file is done, so a scan's memory grew with the file (a sealed file is
+# up to ~10M rows, ~220 MB of compressed book columns; docs/benchmarks.md "Replay").
+_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
 # One batch decoded ahead, one file open: the scanner's defaults (16 batches, 4 files)
 # hold hundreds of MB of decoded rows for a busy day.
 READAHEAD: dict[str, Any] = {"batch_readahead": 1, "fragment_readahead": 1}
+SPILL_BATCH_ROWS = 16_384      # the spill pass's batches (replay.stream)
 
 
 def wide_schema(tables: Sequence[str]) -> pa.Schema:
@@ -360,9 +366,7 @@ class Scan:
             try:
                 for table, dataset, cols in sets:
                     try:
-                        for batch in dataset.to_batches(
-                                columns=cols, filter=self._scan_filter(table, bounds[0], bounds[-1]),
-                                **READAHEAD):
+                        for batch in self._stream(table, dataset, cols, bounds[0], bounds[-1]):
                             spill.add(table, batch)
                     except (pa.ArrowException, OSError) as exc:
                         if self.store is None or attempt:
@@ -376,6 +380,16 @@ class Scan:
                     return
             finally:
                 spill.close()
+
+    def _stream(self, table: str, dataset: ds.FileSystemDataset, cols: list[str], lo: int,
+                hi: int) -> Iterator[pa.RecordBatch]:
+        """The table's rows with ``ts_recv`` in [lo, hi), file by file in file order,
+        decoded only as they are consumed (``replay.stream``: bounded memory)."""
+        where = self._scan_filter(table, lo, hi)
+        symbols = self.symbols if table != "raw" else None
+        for path in dataset.files:
+            yield from stream.batches(path, dataset.filesystem, TABLES[table], cols, where,
+                                      lo, hi, symbols, SPILL_BATCH_ROWS)
 
     def _reopened(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
                   failed: str, exc: BaseException
