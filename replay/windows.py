@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-WINDOW_ROWS = 131_072
+WINDOW_ROWS = 32_768
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
 MAX_REREAD = 1.5
 GRID = 4096                       # resolution of the cut search inside a day
