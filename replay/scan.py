@@ -74,6 +74,7 @@ log = logging.getLogger("tickrec.replay")
 EVENT_KEYS = ("ts_recv", "session", "frame", "pos")
 RAW_KEYS = ("ts_recv", "session", "frame")
 CHUNK_ROWS = 65_536
+OBJECT_ROWS = 8_192            # records built at a time by iteration (``__iter__``)
 STORE_DIRS = frozenset(TABLES) | {"journal"}
 TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
 # No pre-buffering: pyarrow's read cache keeps every column chunk a scan has read
@@ -422,8 +423,13 @@ class Scan:
             yield piece.build(self.venue)
 
     def __iter__(self) -> Iterator[Any]:
-        for chunk in self.iter_chunks():
+        # Built OBJECT_ROWS records at a time, the last chunk dropped before the next
+        # is built: the chunks' Python objects are most of this path's memory
+        # (2x10M sealed rows: peak 257 MB RSS vs 324 MB with 65,536-row chunks).
+        for piece in self.iter_pieces(min(self.chunk_rows, OBJECT_ROWS)):
+            chunk = piece.build(self.venue)
             yield from chunk
+            del chunk
 
     # -- Arrow -------------------------------------------------------------------------
     def schema(self, columns: Sequence[str] | None = None) -> pa.Schema:

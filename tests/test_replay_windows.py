@@ -84,6 +84,24 @@ def test_a_spill_keeps_one_file_per_table_whatever_the_windows() -> None:
     assert sum(p.num_rows for parts in got for _, p in parts) == len(ts) + 10
 
 
+def test_iteration_builds_small_chunks_with_the_same_records(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    events = make_events()
+    write_sealed(tmp_path, events)
+    scan = Scan(tmp_path, VENUE, window_rows=4)
+    chunks = [r for chunk in scan.iter_chunks() for r in chunk]
+    sizes: list[int] = []
+    real = replay.scan.Scan.iter_pieces
+
+    def spy(self: Scan, rows: int | None = None):  # type: ignore[no-untyped-def]
+        sizes.append(rows or 0)
+        return real(self, rows)
+    monkeypatch.setattr(replay.scan, "OBJECT_ROWS", 2)
+    monkeypatch.setattr(replay.scan.Scan, "iter_pieces", spy)
+    assert jsons(scan) == jsons(chunks) == jsons(sorted(events, key=order_key))
+    assert sizes == [2]
+
+
 def test_cuts_follow_the_row_groups() -> None:
     day = 1000
     groups = [Group(100, 0, 99), Group(100, 100, 199), Group(100, 200, day - 1)]
