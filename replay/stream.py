@@ -50,9 +50,9 @@ def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
         if not groups:
             return
         # the filter's columns are read too, and dropped after filtering
-        names = list(columns) + [c for c in ("ts_recv", "symbol")
-                                 if c in schema.names and c not in columns]
-        read = pa.schema([schema.field(c) for c in names])
+        wanted = list(columns) + [c for c in ("ts_recv", "symbol")
+                                  if c in schema.names and c not in columns]
+        read = pa.schema([schema.field(c) for c in wanted])
         present = [c for c in read.names if c in pf.schema_arrow.names]
         for batch in pf.iter_batches(batch_rows, row_groups=groups, columns=present):
             n = batch.num_rows
