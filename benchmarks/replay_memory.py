@@ -4,7 +4,9 @@ The store: ``days`` sealed days (``benchmarks.replay_store``, trades and books
 over 100 symbols) of ``rows`` events in all. Three fresh processes read it, each
 importing the same modules first, and report their peak RSS (``VmHWM``):
 
-- ``pyarrow``: ``ParquetFile.iter_batches`` over every file (the floor: decode only);
+- ``pyarrow``: ``ParquetFile.iter_batches`` over every file, no pre-buffering (the
+  floor: decode only; ``pyarrow-prebuffer``, pyarrow's default, holds each file's
+  column chunks until the file is done, so its peak follows the file size);
 - ``batches``: ``replay.iter_batches`` over the whole range, in replay order;
 - ``objects``: ``replay.replay_sync`` over the first ``object_rows`` events
   (Python objects are built at well under a million a second here, so a prefix).
@@ -39,9 +41,11 @@ def _child(root: Path, mode: str, limit: int) -> dict[str, Any]:
     import replay
     base = _hwm_mb()
     t0 = time.perf_counter()
-    if mode == "pyarrow":
+    if mode.startswith("pyarrow"):
+        # pre_buffer=False: pyarrow's default read cache keeps every column chunk of a
+        # file read so far, so its peak would follow the file size (not a floor)
         n = sum(b.num_rows for f in sorted(root.glob("*/*/*/*.parquet"))
-                for b in pq.ParquetFile(f).iter_batches(65_536))
+                for b in pq.ParquetFile(f, pre_buffer=mode == "pyarrow-prebuffer").iter_batches(65_536))
     elif mode == "batches":
         n = sum(b.num_rows for b in replay.iter_batches(root, "alltick", tables=["trades", "book"]))
     else:

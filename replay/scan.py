@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from replay import stream
 from replay.order import Merged, Piece, merge
 from replay.params import parse_symbols, parse_tables, parse_time
 from replay.rows import RECORD_COLUMNS
@@ -73,13 +74,18 @@ log = logging.getLogger("tickrec.replay")
 EVENT_KEYS = ("ts_recv", "session", "frame", "pos")
 RAW_KEYS = ("ts_recv", "session", "frame")
 CHUNK_ROWS = 65_536
-BUILD_ROWS = 4096          # records built at once when iterating a Scan
+BUILD_ROWS = 4_096             # records built at a time by iteration (``__iter__``)
 STORE_DIRS = frozenset(TABLES) | {"journal"}
 TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
-_FORMAT = ds.ParquetFileFormat()
+# No pre-buffering: pyarrow's read cache keeps every column chunk a scan has read
+# until the file is done, so a scan's memory grew with the file (a sealed file is
+# up to ~10M rows, ~220 MB of compressed book columns; docs/benchmarks.md "Replay").
+_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
 # One batch decoded ahead, one file open: the scanner's defaults (16 batches, 4 files)
 # hold hundreds of MB of decoded rows for a busy day.
 READAHEAD: dict[str, Any] = {"batch_readahead": 1, "fragment_readahead": 1}
+SPILL_BATCH_ROWS = 16_384      # the spill pass's batches (replay.stream)
 
 
 def wide_schema(tables: Sequence[str]) -> pa.Schema:
@@ -361,9 +367,7 @@ class Scan:
             try:
                 for table, dataset, cols in sets:
                     try:
-                        for batch in dataset.to_batches(
-                                columns=cols, filter=self._scan_filter(table, bounds[0], bounds[-1]),
-                                **READAHEAD):
+                        for batch in self._stream(table, dataset, cols, bounds[0], bounds[-1]):
                             spill.add(table, batch)
                     except (pa.ArrowException, OSError) as exc:
                         if self.store is None or attempt:
@@ -377,6 +381,16 @@ class Scan:
                     return
             finally:
                 spill.close()
+
+    def _stream(self, table: str, dataset: ds.FileSystemDataset, cols: list[str], lo: int,
+                hi: int) -> Iterator[pa.RecordBatch]:
+        """The table's rows with ``ts_recv`` in [lo, hi), file by file in file order,
+        decoded only as they are consumed (``replay.stream``: bounded memory)."""
+        where = self._scan_filter(table, lo, hi)
+        symbols = self.symbols if table != "raw" else None
+        for path in dataset.files:
+            yield from stream.batches(path, dataset.filesystem, TABLES[table], cols, where,
+                                      lo, hi, symbols, SPILL_BATCH_ROWS)
 
     def _reopened(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
                   failed: str, exc: BaseException
@@ -409,11 +423,15 @@ class Scan:
             yield piece.build(self.venue)
 
     def __iter__(self) -> Iterator[Any]:
-        # Built a few thousand at a time: the values and records of a piece are
-        # still in the CPU caches when they are stored and handed out (65,536-row
-        # pieces cost 8% more per trade and 16% more per book here).
+        # Built a few thousand at a time, each chunk dropped before the next is
+        # built: the values and records are still in the CPU caches when they are
+        # handed out (65,536-row pieces cost 8% more per trade, 16% more per book),
+        # and the chunks' Python objects are most of this path's memory (2x10M
+        # sealed rows: 278 MB RSS at 4,096 rows, 324 MB at 65,536).
         for piece in self.iter_pieces(min(self.chunk_rows, BUILD_ROWS)):
-            yield from piece.build(self.venue)
+            chunk = piece.build(self.venue)
+            yield from chunk
+            del chunk
 
     # -- Arrow -------------------------------------------------------------------------
     def schema(self, columns: Sequence[str] | None = None) -> pa.Schema:

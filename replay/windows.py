@@ -17,10 +17,11 @@ Two ways to read a day's windows (``Plan``):
   rolled files are (arrival order): each row group is decoded about once.
 - **spill**: a sealed day is sorted by symbol, so each row group spans a
   long time and would be decoded again for every window it overlaps. Instead
-  the day is read once, in order, each batch's rows are routed to their
-  window's Arrow IPC file in a temporary directory, and the windows are then
-  read back one at a time. Memory stays at one batch plus one window; the day
-  costs one extra sequential write and read of its decoded rows on local disk.
+  the day is read once, in order (``replay.stream``), each batch's rows are
+  written to an Arrow IPC file per table in a temporary directory as batches
+  of one window each, and the windows are then read back one at a time. Memory
+  stays at one batch plus one window; the day costs one extra write and read of
+  its decoded rows on local disk.
 
 ``plan`` picks spill when direct reads would decode the day's rows more than
 ``MAX_REREAD`` times over.
@@ -38,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-WINDOW_ROWS = 131_072
-MAX_WINDOWS = 128                 # per day: bigger windows beyond that (open spill files)
+WINDOW_ROWS = 32_768
+MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
 MAX_REREAD = 1.5
 GRID = 4096                       # resolution of the cut search inside a day
 _IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
@@ -108,18 +109,22 @@ def rereads(groups: Sequence[Group], bounds: Sequence[int]) -> float:
 
 @dataclass
 class Spill:
-    """Rows routed to per-(window, table) Arrow IPC files under a temporary directory."""
+    """Rows routed to windows through one Arrow IPC file per table in a temporary
+    directory: each written batch holds rows of one window, and the batches of
+    each window are listed, so a window is read back batch by batch (any number
+    of windows, one open file per table)."""
     bounds: Sequence[int]
     dir: tempfile.TemporaryDirectory[str] = field(
         default_factory=lambda: tempfile.TemporaryDirectory(prefix="tickrec-replay-"))
-    _writers: dict[tuple[int, str], pa.ipc.RecordBatchFileWriter] = field(default_factory=dict)
+    _writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict)
+    _batches: dict[str, list[list[int]]] = field(default_factory=dict)   # table -> window -> batches
     _writers_done: bool = False
 
     def __post_init__(self) -> None:
         self._edges = np.asarray(self.bounds[1:-1], np.int64)
 
-    def _path(self, window: int, table: str) -> str:
-        return os.path.join(self.dir.name, f"{window:06d}-{table}.arrow")
+    def _path(self, table: str) -> str:
+        return os.path.join(self.dir.name, f"{table}.arrow")
 
     def add(self, table: str, batch: pa.RecordBatch) -> None:
         """Route ``batch``'s rows to their windows, keeping their order inside each."""
@@ -135,17 +140,16 @@ class Spill:
             starts = np.flatnonzero(window[1:] != window[:-1]) + 1
         # Runs of one window, written as zero-copy slices (sealed files: a symbol's
         # rows are in time order, so each symbol gives one run per window).
+        writer = self._writers.get(table)
+        if writer is None:
+            writer = self._writers[table] = pa.ipc.new_file(self._path(table), batch.schema,
+                                                            options=_IPC)
+            self._batches[table] = [[] for _ in range(len(self.bounds) - 1)]
+        listed = self._batches[table]
         bounds = [0, *starts.tolist(), len(window)]
         for a, b in pairwise(bounds):
-            self._writer(int(window[a]), table, batch.schema).write_batch(batch.slice(a, b - a))
-
-    def _writer(self, window: int, table: str, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
-        key = (window, table)
-        w = self._writers.get(key)
-        if w is None:
-            w = self._writers[key] = pa.ipc.new_file(self._path(window, table), schema,
-                                                     options=_IPC)
-        return w
+            listed[int(window[a])].append(writer.stats.num_record_batches)
+            writer.write_batch(batch.slice(a, b - a))
 
     def _finish(self) -> None:
         writers, self._writers_done = self._writers, True
@@ -161,19 +165,21 @@ class Spill:
             self.dir.cleanup()
 
     def windows(self, tables: Sequence[str]) -> Iterator[list[tuple[str, pa.Table]]]:
-        """Each window's parts, in window order; each file is deleted once read."""
+        """Each window's parts, in window order; the files are deleted at the end."""
         self._finish()
+        files = {t: pa.OSFile(self._path(t)) for t in tables if t in self._writers}
         try:
+            readers = {t: pa.ipc.open_file(fh) for t, fh in files.items()}
             for window in range(len(self.bounds) - 1):
                 parts = []
-                for table in tables:
-                    if (window, table) not in self._writers:
-                        continue
-                    path = self._path(window, table)
-                    with pa.OSFile(path) as fh:
-                        parts.append((table, pa.ipc.open_file(fh).read_all()))
-                    os.unlink(path)
+                for table, reader in readers.items():
+                    listed = self._batches[table][window]
+                    if listed:
+                        parts.append((table, pa.Table.from_batches(
+                            [reader.get_batch(i) for i in listed], reader.schema)))
                 if parts:
                     yield parts
         finally:
+            for fh in files.values():
+                fh.close()
             self.dir.cleanup()

@@ -5,6 +5,7 @@ what ``to_pylist`` gives."""
 from __future__ import annotations
 
 import math
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 import replay.scan
 from replay.rows import column_values
 from replay.scan import Scan
-from replay.windows import Group, cuts, rereads
+from replay.windows import Group, Spill, cuts, rereads
 from schemas.tables import EVENT_TABLES, TABLES
 from storage.writer import to_arrow
 from tests.test_replay import (UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_sealed,
@@ -64,6 +65,41 @@ def test_a_big_day_is_handed_out_in_windows(tmp_path: Path) -> None:
     windows = [w for d in days for w in scan.read_day(d, window_rows=4)]
     assert len(windows) > len(days)
     assert jsons(scan) == jsons(sorted(events, key=order_key))
+
+
+def test_a_spill_keeps_one_file_per_table_whatever_the_windows() -> None:
+    """Thousands of windows, rows of each table in symbol order: one IPC file per
+    table, each window gives its rows in the order added, the files go at the end."""
+    bounds = list(range(0, 3001, 1))
+    spill = Spill(bounds)
+    ts = [t for _ in range(3) for t in range(0, 3000, 2)]        # 3 "symbols", each in time order
+    batch = pa.record_batch({"ts_recv": pa.array(ts, pa.int64()), "i": pa.array(range(len(ts)))})
+    spill.add("trades", batch)
+    spill.add("book", batch.slice(0, 10))
+    assert sorted(os.listdir(spill.dir.name)) == ["book.arrow", "trades.arrow"]
+    got = list(spill.windows(["trades", "book"]))
+    assert len(got) == 1500 and not os.path.exists(spill.dir.name)
+    assert [t for t, _ in got[0]] == ["trades", "book"] and [t for t, _ in got[10]] == ["trades"]
+    assert got[1][0][1].column("i").to_pylist() == [1, 1501, 3001]
+    assert sum(p.num_rows for parts in got for _, p in parts) == len(ts) + 10
+
+
+def test_iteration_builds_small_chunks_with_the_same_records(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    events = make_events()
+    write_sealed(tmp_path, events)
+    scan = Scan(tmp_path, VENUE, window_rows=4)
+    chunks = [r for chunk in scan.iter_chunks() for r in chunk]
+    sizes: list[int] = []
+    real = replay.scan.Scan.iter_pieces
+
+    def spy(self: Scan, rows: int | None = None):  # type: ignore[no-untyped-def]
+        sizes.append(rows or 0)
+        return real(self, rows)
+    monkeypatch.setattr(replay.scan, "BUILD_ROWS", 2)
+    monkeypatch.setattr(replay.scan.Scan, "iter_pieces", spy)
+    assert jsons(scan) == jsons(chunks) == jsons(sorted(events, key=order_key))
+    assert sizes == [2]
 
 
 def test_cuts_follow_the_row_groups() -> None:
