@@ -78,6 +78,8 @@ def run(seconds: float = 600.0) -> dict[str, Any]:
 
 
 async def _recorder(url: str, root: str, seconds: float) -> int:
+    from recorder.lean import lean_process
+    lean_process()                      # as `tickrec record` does
     from recorder.live import Recorder
     rec = Recorder("alltick", url, ["AAPL.US"], root, options={"streams": ("trades",)})
     await rec.run(duration=seconds)

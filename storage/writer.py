@@ -60,18 +60,32 @@ _GETTERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     name: attrgetter(*cols) for name, cols in EVENT_COLUMNS.items()}
 CHUNK_ROWS = 4096       # row tuples held before they become one Arrow table
 ROW_GROUP_ROWS = 32_768  # Arrow rows held before they are encoded as one Parquet row group
+# ... for raw rows (~330 bytes each in Arrow: 2.7 MB held instead of 11 MB); without
+# statistics on the payloads (two payload copies per page and row group; nothing
+# prunes on them) a raw row is no larger than in groups of 32,768 (docs/benchmarks.md).
+RAW_ROW_GROUP_ROWS = 8_192
+
+
+def writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """Parquet options of a recorder file: statistics on every column but raw payloads."""
+    stats = [n for n in schema.names if n != "payload"]
+    return {**WRITER_OPTIONS, **encoding_options(schema),
+            "write_statistics": True if len(stats) == len(schema) else stats}
 
 
 class Rows:
     """The buffered rows of one (table, date), in arrival order, kept small: row tuples
     become an Arrow table every ``CHUNK_ROWS`` rows, and Arrow tables are encoded as a
     Parquet row group (zstd, in memory) every ``ROW_GROUP_ROWS`` rows, so a batch costs
-    its compressed size, not its Python or Arrow size. ``files()`` closes the file;
+    its compressed size, not its Python or Arrow size (raw rows: every
+    ``RAW_ROW_GROUP_ROWS``). ``files()`` closes the file;
     a failed batch given back (``prepend``) keeps its files in front."""
-    __slots__ = ("table", "chunks", "tail", "count", "loose", "_sink", "_writer", "done")
+    __slots__ = ("table", "group_rows", "chunks", "tail", "count", "loose", "_sink", "_writer",
+                 "done")
 
     def __init__(self, table: str) -> None:
         self.table = table
+        self.group_rows = RAW_ROW_GROUP_ROWS if table == "raw" else ROW_GROUP_ROWS
         self.chunks: list[pa.Table] = []
         self.tail: list[tuple[Any, ...]] = []
         self.count = 0
@@ -95,12 +109,12 @@ class Rows:
         self.chunks.append(table)
         self.count += table.num_rows
         self.loose += table.num_rows
-        if self.loose >= ROW_GROUP_ROWS:
+        if self.loose >= self.group_rows:
             self._encode()
 
     def seal(self) -> None:
         self._seal_tail()
-        if self.loose >= ROW_GROUP_ROWS:
+        if self.loose >= self.group_rows:
             self._encode()
 
     def _seal_tail(self) -> None:
@@ -115,8 +129,7 @@ class Rows:
         if self._writer is None:
             schema = TABLES[self.table]
             self._sink = pa.BufferOutputStream()
-            self._writer = pq.ParquetWriter(self._sink, schema, **WRITER_OPTIONS,
-                                            **encoding_options(schema))
+            self._writer = pq.ParquetWriter(self._sink, schema, **writer_options(schema))
         table = self.chunks[0] if len(self.chunks) == 1 else pa.concat_tables(self.chunks)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.chunks, self.loose = [], 0

@@ -120,3 +120,24 @@ def test_temps_without_intent_are_removed(tmp_path: Path) -> None:
     (d / ".run1-000007.parquet.tmp").write_bytes(b"half")
     assert recover_publish(tmp_path, "alltick", "run1", tmp_path / "j") == 0
     assert not list(d.iterdir())
+
+
+def test_raw_rows_are_encoded_in_smaller_row_groups_without_payload_statistics(
+        tmp_path: Path) -> None:
+    from storage.writer import RAW_ROW_GROUP_ROWS, ROW_GROUP_ROWS
+    w = StoreWriter(tmp_path, "alltick", "run1", tmp_path / "j")
+    n = ROW_GROUP_ROWS + 10
+    for i in range(n):
+        w.add_event(trade(DAY0 + i, i))
+        w.add_raw("sess", RawRecord(DAY0 + i, i, "in", "text", b'{"p":%d}' % i))
+    files = {f.parts[-4]: pq.ParquetFile(f).metadata for f in w.publish(w.take())}
+    raw, trades = files["raw"], files["trades"]
+    assert [raw.row_group(g).num_rows for g in range(raw.num_row_groups)][:-1] == \
+        [RAW_ROW_GROUP_ROWS] * (ROW_GROUP_ROWS // RAW_ROW_GROUP_ROWS)
+    assert trades.row_group(0).num_rows == ROW_GROUP_ROWS
+    cols = {raw.row_group(0).column(c).path_in_schema: raw.row_group(0).column(c)
+            for c in range(raw.num_columns)}
+    assert not cols["payload"].is_stats_set
+    assert cols["ts_recv"].is_stats_set and cols["frame"].is_stats_set
+    back = pq.read_table(w.root / "raw").column("payload").to_pylist()
+    assert back == [b'{"p":%d}' % i for i in range(n)]

@@ -190,6 +190,8 @@ def record(venue: str, url: str, symbols: str, root: str | None, duration: float
     the same feed that died earlier is recovered from its journal first. Exit
     status 3 when the venue refuses the credentials (no reconnect loop).
     """
+    from recorder.lean import lean_process
+    lean_process()
     from recorder.run import record_feed
     syms = symbols_list(symbols)
     if not syms:
@@ -351,6 +353,8 @@ def daemon(config_path: Path, root: str | None, journal: str | None) -> None:
     SIGHUP: reload the config (unchanged feeds keep their connections). With an
     s3:// root the journal, the status file and the lock stay on local disk.
     """
+    from recorder.lean import lean_process
+    lean_process("recorder.daemon")
     from recorder.daemon import run_daemon
     from recorder.health import json_logging
     json_logging()
