@@ -18,15 +18,16 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from replay.windows import ts_span
+
 
 def _keep(md: pq.RowGroupMetaData, names: list[str], lo: int, hi: int,
           symbols: Sequence[str] | None) -> bool:
     """Whether the row group's statistics allow rows with ``ts_recv`` in [lo, hi)
     (and one of ``symbols``); no statistics: kept."""
-    if "ts_recv" in names:
-        st = md.column(names.index("ts_recv")).statistics
-        if st is not None and st.has_min_max and (int(st.max_raw) < lo or int(st.min_raw) >= hi):
-            return False
+    span = ts_span(md, names)
+    if span is not None and (span[1] < lo or span[0] >= hi):
+        return False
     if symbols is not None and "symbol" in names:
         st = md.column(names.index("symbol")).statistics
         if st is not None and st.has_min_max and not any(st.min <= s <= st.max for s in symbols):

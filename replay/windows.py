@@ -38,6 +38,7 @@ from itertools import pairwise
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 WINDOW_ROWS = 32_768
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
@@ -61,18 +62,25 @@ def row_groups(dataset: ds.FileSystemDataset, lo: int, hi: int) -> list[Group]:
     for frag in dataset.get_fragments():
         md = frag.metadata
         names = md.schema.names
-        col = names.index("ts_recv") if "ts_recv" in names else None
         for i in range(md.num_row_groups):
             rg = md.row_group(i)
-            st = rg.column(col).statistics if col is not None else None
-            if st is not None and st.has_min_max:
-                a, b = int(st.min_raw), int(st.max_raw)
-                if b < lo or a >= hi:
-                    continue
-                out.append(Group(rg.num_rows, max(a, lo), min(b, hi - 1)))
-            else:
+            span = ts_span(rg, names)
+            if span is None:
                 out.append(Group(rg.num_rows, lo, hi - 1))
+            elif not (span[1] < lo or span[0] >= hi):
+                out.append(Group(rg.num_rows, max(span[0], lo), min(span[1], hi - 1)))
     return out
+
+
+def ts_span(rg: pq.RowGroupMetaData, names: Sequence[str]) -> tuple[int, int] | None:
+    """The row group's smallest and largest ``ts_recv`` from its statistics (``names``:
+    the file's column names); None when it has none."""
+    if "ts_recv" not in names:
+        return None
+    st = rg.column(list(names).index("ts_recv")).statistics
+    if st is None or not st.has_min_max:
+        return None
+    return int(st.min_raw), int(st.max_raw)
 
 
 def cuts(groups: Sequence[Group], lo: int, hi: int, rows: int = WINDOW_ROWS) -> list[int]:
