@@ -251,13 +251,16 @@ class Capture:
             self.last_in_ns = rec.ts_recv
             decoder = self.norm.decoder
             if decoder is not None and decoder.batchable(rec):
-                if not self.pending:
-                    self._pending_since = time.monotonic()
-                self.pending.append(rec)
-                if len(self.pending) >= BATCH_MAX:
-                    return self.decode_pending()
-                return self._hand_out([])
+                return self._hand_out(self._enqueue(rec))
         return self._ingest_now(rec)
+
+    def _enqueue(self, rec: RawRecord) -> list[Any]:
+        """Queue a hot push for the next batch decode; when the queue is full, decode it
+        and return the events handed out (``decode_pending``), else nothing."""
+        if not self.pending:
+            self._pending_since = time.monotonic()
+        self.pending.append(rec)
+        return self.decode_pending() if len(self.pending) >= BATCH_MAX else []
 
     def _ingest_now(self, rec: RawRecord) -> list[Any]:
         """Decode ``rec`` on its own, after the pending pushes; the events not handed out yet."""
@@ -335,17 +338,12 @@ class Capture:
         for i, (payload, text) in enumerate(batch):
             rec = RawRecord(ts0 + i, frame0 + i, "in", "text" if text else "binary", payload)
             if decoder is not None and decoder.batchable(rec):
-                if not self.pending:
-                    self._pending_since = time.monotonic()
-                self.pending.append(rec)
-                if len(self.pending) >= BATCH_MAX:
-                    events += self.decode_pending()
+                events += self._enqueue(rec)
             else:
                 events += self._ingest_now(rec)
         return events + self._hand_out([])
 
     def frame_out(self, stored: bytes, kind: str = "text") -> list[Any]:
-
         return self._record("out", kind, stored)
 
     def error(self, message: str) -> None:

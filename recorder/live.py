@@ -210,8 +210,9 @@ class Recorder:
                 while done < len(batch):
                     # no more frames at once than the buffered-rows cap has room for
                     room = (self.max_buffered_rows - cap.buffered_rows) // ROWS_PER_FRAME
-                    events = cap.batch_in(batch[done:done + max(1, room)])
-                    done += max(1, room)
+                    take = max(1, room)
+                    events = cap.batch_in(batch[done:done + take])
+                    done += take
                     if cap.pending and self.sink is not None:
                         events += cap.decode_pending()      # a live consumer: no waiting
                     if journal.buffered >= JOURNAL_FLUSH_RECORDS and not cap.flush_journal():
