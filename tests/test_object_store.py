@@ -170,12 +170,14 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
     root = s3_env["root"]
     sim = tickrec("sim", "alltick", "--rate", "300", "--symbols", "AAPL.US,700.HK", "--seed", "3",
                   env=env)
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
         assert sim.stdout is not None
         url = sim.stdout.readline().strip()
         assert url.startswith("ws://127.0.0.1:")
+        # long enough that the seal below (a few s on a loaded machine) ends before them
         procs = {h: tickrec("record", "alltick", "--url", url, "--symbols", "AAPL.US,700.HK",
-                            "--root", root, "--duration", "6", "--flush-seconds", "0.5",
+                            "--root", root, "--duration", "10", "--flush-seconds", "0.5",
                             env={**env, "TICKREC_HOST": h,
                                  "TICKREC_JOURNAL": str(tmp_path / h)})
                  for h in ("hosta", "hostb")}
@@ -193,6 +195,10 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
     finally:
+        for p in procs.values():        # a failed check must not leave them (or their pipes)
+            if p.poll() is None:
+                p.kill()
+            p.communicate(timeout=10)
         sim.send_signal(signal.SIGTERM)
         sim.communicate(timeout=10)
 
