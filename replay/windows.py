@@ -1,30 +1,23 @@
-"""Cutting a day into ``ts_recv`` windows, so a replay's memory does not follow the day.
+"""Cutting a big segment of a day into ``ts_recv`` windows, so a replay's memory
+does not follow the day.
 
-A window is a half-open ``ts_recv`` range; a day's windows tile it. Every row
-belongs to exactly one window, and all rows that share a ``ts_recv`` fall into
-the same one, so sorting each window by the replay key and handing the windows
-out in order gives exactly the whole-day order (ties included: inside a window
-rows keep the order read, file name then row).
+A window is a half-open ``ts_recv`` range; a segment's windows tile it. Every
+row belongs to exactly one window, and all rows that share a ``ts_recv`` fall
+into the same one, so sorting each window by the replay key and handing the
+windows out in order gives exactly the segment's order (ties included: inside a
+window rows keep the order read, file name then row).
 
 The cuts come from the Parquet footers: each row group's row count and its
 ``ts_recv`` min/max, its rows assumed spread evenly over that range. A window
 holds about ``rows`` rows (more where the data is bunched inside a row group).
 
-Two ways to read a day's windows (``Plan``):
-
-- **direct**: each window is a filtered read (row groups pruned by their
-  statistics). Cheap when row groups are narrow in time, as the recorder's
-  rolled files are (arrival order): each row group is decoded about once.
-- **spill**: a sealed day is sorted by symbol, so each row group spans a
-  long time and would be decoded again for every window it overlaps. Instead
-  the day is read once, in order (``replay.stream``), each batch's rows are
-  written to an Arrow IPC file per table in a temporary directory as batches
-  of one window each, and the windows are then read back one at a time. Memory
-  stays at one batch plus one window; the day costs one extra write and read of
-  its decoded rows on local disk.
-
-``plan`` picks spill when direct reads would decode the day's rows more than
-``MAX_REREAD`` times over.
+A sealed day is sorted by symbol, so each row group spans the day and would be
+decoded again for every window it overlaps. Instead the segment is read once,
+in order (``replay.stream``), each batch's rows are written to an Arrow IPC file
+per table in a temporary directory as batches of one window each (``Spill``),
+and the windows are then read back one at a time. Memory stays at one batch
+plus one window; the day costs one extra write and read of its decoded rows on
+local disk.
 """
 
 from __future__ import annotations
@@ -37,12 +30,10 @@ from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 WINDOW_ROWS = 32_768
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
-MAX_REREAD = 1.5
 GRID = 4096                       # resolution of the cut search inside a day
 _IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
 
@@ -53,23 +44,6 @@ class Group:
     rows: int
     lo: int
     hi: int
-
-
-def row_groups(dataset: ds.FileSystemDataset, lo: int, hi: int) -> list[Group]:
-    """The row groups of ``dataset`` that can hold rows in [lo, hi) (from the footers;
-    a row group without ``ts_recv`` statistics is taken to span the whole range)."""
-    out = []
-    for frag in dataset.get_fragments():
-        md = frag.metadata
-        names = md.schema.names
-        for i in range(md.num_row_groups):
-            rg = md.row_group(i)
-            span = ts_span(rg, names)
-            if span is None:
-                out.append(Group(rg.num_rows, lo, hi - 1))
-            elif not (span[1] < lo or span[0] >= hi):
-                out.append(Group(rg.num_rows, max(span[0], lo), min(span[1], hi - 1)))
-    return out
 
 
 def ts_span(rg: pq.RowGroupMetaData, names: Sequence[str]) -> tuple[int, int] | None:
@@ -101,18 +75,6 @@ def cuts(groups: Sequence[Group], lo: int, hi: int, rows: int = WINDOW_ROWS) -> 
     idx = np.unique(np.searchsorted(filled, marks))
     inner = [int(grid[i]) for i in idx if lo < grid[i] < hi]
     return [lo, *inner, hi]
-
-
-def rereads(groups: Sequence[Group], bounds: Sequence[int]) -> float:
-    """Rows decoded by direct window reads, over the rows there are."""
-    total = sum(g.rows for g in groups)
-    if not total:
-        return 1.0
-    edges = np.asarray(bounds[1:-1], np.int64)
-    read = sum(g.rows * (1 + int(np.searchsorted(edges, g.hi, "right")
-                                 - np.searchsorted(edges, g.lo, "right")))
-               for g in groups)
-    return read / total
 
 
 @dataclass

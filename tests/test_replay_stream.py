@@ -36,8 +36,9 @@ def where(lo: int, hi: int, symbols: list[str] | None = None) -> ds.Expression:
 
 def read(path: Path, columns: list[str], lo: int, hi: int, symbols: list[str] | None = None,
          rows: int = 7) -> list[pa.RecordBatch]:
-    return list(stream.batches(str(path), None, SCHEMA, columns, where(lo, hi, symbols),
-                               lo, hi, symbols, rows))
+    groups = [g.index for g in stream.plan(str(path), None, symbols) if g.meets(lo, hi)]
+    return list(stream.batches(str(path), None, SCHEMA, columns, groups, where(lo, hi, symbols),
+                               rows))
 
 
 def test_same_rows_as_the_dataset_scanner(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ what ``to_pylist`` gives."""
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import tempfile
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 import replay.scan
 from replay.rows import column_values
 from replay.scan import Scan
-from replay.windows import Group, Spill, cuts, rereads
+from replay.windows import Group, Spill, cuts
 from schemas.tables import EVENT_TABLES, TABLES
 from storage.writer import to_arrow
 from tests.test_replay import (UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_sealed,
@@ -44,7 +43,7 @@ def test_windows_give_the_whole_day_order(evs: list[Any], seed: int, files: int,
         want = jsons(sorted(evs, key=order_key))
         assert jsons(whole_day(root)) == want
         mp = pytest.MonkeyPatch()
-        mp.setattr(replay.scan, "MAX_REREAD", 0.0 if spill else math.inf)
+        mp.setattr(replay.scan, "DIRECT_WINDOWS", 0 if spill else 10**9)
         try:
             scan = Scan(root, VENUE, window_rows=window, chunk_rows=3)
             assert jsons(scan) == want
@@ -108,9 +107,6 @@ def test_cuts_follow_the_row_groups() -> None:
     bounds = cuts(groups, 0, day, rows=100)
     assert bounds[0] == 0 and bounds[-1] == day and bounds == sorted(set(bounds))
     assert len(bounds) - 1 == 3
-    assert rereads(groups, bounds) <= 1.5
-    wide = [Group(100, 0, day - 1) for _ in range(3)]          # sealed: each spans the day
-    assert rereads(wide, cuts(wide, 0, day, rows=100)) >= 3
     assert cuts(groups, 0, day, rows=10**6) == [0, day]
 
 
