@@ -78,7 +78,10 @@ def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
     (typed by ``schema``), keeping only the rows matching ``where`` (None: all)."""
     if not groups:
         return
-    pf = pq.ParquetFile(path, filesystem=filesystem, pre_buffer=False)
+    # Text read as dictionaries (their codes, as stored) and decoded once per batch:
+    # faster than pyarrow's plain text decoding (symbols and sessions repeat).
+    texts = [f.name for f in schema if f.type == pa.string() and f.name in columns]
+    pf = pq.ParquetFile(path, filesystem=filesystem, pre_buffer=False, read_dictionary=texts)
     try:
         wanted = list(columns)
         if where is not None:       # the filter's columns are read too, dropped after
