@@ -296,7 +296,7 @@ class Scan:
             handing_out = False
             try:
                 for seg in self._segments(table, date, day_start, start, hi, attempt == 0):
-                    for t in segments.read(seg, table, self._fs, TABLES[table], cols,
+                    for t in segments.read(seg, self._fs, TABLES[table], cols,
                                            self._scan_filter(table, start, hi),
                                            self.symbols is None or table == "raw",
                                            start, hi, window_rows, DIRECT_WINDOWS * window_rows):
@@ -391,20 +391,25 @@ class Scan:
         read_cols = {t: [c for c in TABLES[t].names
                          if c in out_schema.names or c in self.keys] for t in self.tables}
         raw = self.kind == "raw"
-        for day in self._days(read_cols):
-            wide = _widen(day, out_schema, raw)     # only columns some part of the day has
-            if day.order is not None:
+        for step in self._days(read_cols):
+            wide = _widen(step, out_schema, raw)     # only columns some part of the step has
+            if step.order is None:
+                parts = wide.to_batches(max_chunksize=size)     # slices, no copy
+            else:
                 wide = wide.combine_chunks()        # take() on many chunks re-concatenates
-            for off in range(0, day.rows, size):
-                if day.order is None:
-                    part = wide.slice(off, size)
-                else:
-                    part = wide.take(day.order[off:off + size])
-                part = part.combine_chunks()
+                parts = (wide.take(step.order[off:off + size]).to_batches()[0]
+                         for off in range(0, step.rows, size))
+            for part in parts:
                 n = part.num_rows
-                cols = [part.column(f.name).chunk(0) if f.name in part.column_names
+                names = part.schema.names
+                cols = [_typed_out(part.column(names.index(f.name)), f.type) if f.name in names
                         else pa.nulls(n, f.type) for f in out_schema]
                 yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
+
+
+def _typed_out(col: pa.Array, typ: pa.DataType) -> pa.Array:
+    """A column as handed out: text read as a dictionary decoded (``stream.read_type``)."""
+    return col if col.type == typ else col.cast(typ)
 
 
 def _in_order(name: str, units: Iterator[pa.Table], keys: Sequence[str]) -> Iterator[pa.Table]:
@@ -418,7 +423,8 @@ def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:
     """The day's parts as one table: the columns of ``schema`` that at least one
     part has (null-padded in the others) plus ``table``, in concatenation order."""
     present = {c for _, t in day.parts for c in t.column_names}
-    fields = [f for f in schema if f.name in present or (f.name == "table" and not raw)]
+    fields = [f.with_type(stream.read_type(f.type)) for f in schema
+              if f.name in present or (f.name == "table" and not raw)]
     dictionary = pa.array(EVENT_TABLES, pa.string())
     pieces = []
     for table, t in day.parts:

@@ -82,10 +82,10 @@ def _by_file(seg: Segment) -> Iterator[tuple[str, list[GroupRef]]]:
         yield path, list(refs)
 
 
-def read(seg: Segment, name: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
+def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
          columns: Sequence[str], where: ds.Expression, exact: bool, lo: int, hi: int,
          window_rows: int, direct_rows: int) -> Iterator[pa.Table]:
-    """The rows of ``seg`` (table ``name``) matching ``where`` (the range [lo, hi)
+    """The rows of ``seg`` matching ``where`` (the range [lo, hi)
     and any symbol filter), as tables of consecutive ``ts_recv`` ranges; ``exact``:
     no symbol filter, so groups inside [lo, hi) need no filtering. At most
     ``direct_rows`` rows are read in one piece; a bigger segment is spilled and
@@ -96,19 +96,17 @@ def read(seg: Segment, name: str, filesystem: pafs.FileSystem | None, schema: pa
             yield from stream.batches(path, filesystem, schema, columns,
                                       [g.index for g in refs], where if need else None,
                                       batch_rows)
-    read_schema = pa.schema([schema.field(c) for c in columns])
     if seg.rows <= direct_rows:
         batches = list(rows_of(WHOLE_BATCH_ROWS))
         if batches:
-            yield pa.Table.from_batches(batches, read_schema)
+            yield pa.Table.from_batches(batches)
         return
     bounds = cuts([Group(g.rows, *_span(g, lo, hi)) for g in seg.groups],
                   seg.lo, seg.hi + 1, window_rows)
     spill = Spill(bounds)
     try:
         for batch in rows_of(SPILL_BATCH_ROWS):
-            spill.add(name, batch)
-        for parts in spill.windows([name]):
-            yield parts[0][1]
+            spill.add(batch)
+        yield from spill.windows()
     finally:
         spill.close()

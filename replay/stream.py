@@ -10,8 +10,10 @@ from the statistics. ``batches`` reads chosen row groups of one file:
   a slow consumer whatever its readahead settings);
 - filtered only when asked (``where``): a group that lies inside the range, with
   no symbol filter, is read as it is;
-- columns a file lacks (an older schema) read as nulls, the others are cast to
-  the table's types.
+- text columns are read as dictionaries (``read_type``: their codes as stored;
+  symbols and sessions repeat), columns a file lacks (an older schema) read as
+  nulls, the others are cast to the table's types. Consumers decode text when
+  they hand it out (after sorting: a gather of codes is cheaper than one of text).
 """
 
 from __future__ import annotations
@@ -67,26 +69,40 @@ def plan(path: str, filesystem: pafs.FileSystem | None,
     return out
 
 
+TEXT = pa.dictionary(pa.int32(), pa.string())
+
+
+def read_type(typ: pa.DataType) -> pa.DataType:
+    """How a column of the table's type ``typ`` is read: text as a dictionary."""
+    return TEXT if typ == pa.string() else typ
+
+
 def _typed(col: pa.Array, typ: pa.DataType) -> pa.Array:
-    return col if col.type == typ else col.cast(typ)
+    if col.type == typ:
+        return col
+    if typ == TEXT:
+        return col.cast(pa.string()).dictionary_encode()
+    return col.cast(typ)
 
 
 def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
             columns: Sequence[str], groups: Sequence[int], where: ds.Expression | None,
             batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Row groups ``groups`` of one file, in that order, as batches of ``columns``
-    (typed by ``schema``), keeping only the rows matching ``where`` (None: all)."""
+    (typed by ``schema``, text as ``TEXT``), keeping only the rows matching
+    ``where`` (None: all)."""
     if not groups:
         return
-    # Text read as dictionaries (their codes, as stored) and decoded once per batch:
-    # faster than pyarrow's plain text decoding (symbols and sessions repeat).
-    texts = [f.name for f in schema if f.type == pa.string() and f.name in columns]
-    pf = pq.ParquetFile(path, filesystem=filesystem, pre_buffer=False, read_dictionary=texts)
+    wanted = list(columns)
+    if where is not None:       # the filter's columns are read too, dropped after
+        wanted += [c for c in ("ts_recv", "symbol") if c in schema.names and c not in columns]
+    md = pq.read_metadata(path, filesystem=filesystem)
+    texts = [c for c in wanted if schema.field(c).type == pa.string() and c in md.schema.names]
+    pf = pq.ParquetFile(path, filesystem=filesystem, metadata=md, pre_buffer=False,
+                        read_dictionary=texts)
     try:
-        wanted = list(columns)
-        if where is not None:       # the filter's columns are read too, dropped after
-            wanted += [c for c in ("ts_recv", "symbol") if c in schema.names and c not in columns]
-        read = pa.schema([schema.field(c) for c in wanted])
+        read = pa.schema([schema.field(c).with_type(read_type(schema.field(c).type))
+                          for c in wanted])
         present = [c for c in read.names if c in pf.schema_arrow.names]
         for batch in pf.iter_batches(batch_rows, row_groups=list(groups), columns=present):
             n = batch.num_rows

@@ -25,11 +25,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 WINDOW_ROWS = 32_768
@@ -77,26 +78,50 @@ def cuts(groups: Sequence[Group], lo: int, hi: int, rows: int = WINDOW_ROWS) -> 
     return [lo, *inner, hi]
 
 
-@dataclass
+class _Codes:
+    """One text column's values across a spill, each with a fixed code: a batch's
+    dictionary column becomes codes into this one dictionary, which only grows, so
+    rows of any batches read back together share it."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def encode(self, arr: pa.DictionaryArray) -> pa.Array:
+        mapping = np.empty(len(arr.dictionary), np.int32)
+        for i, value in enumerate(arr.dictionary.to_pylist()):
+            code = self.index.get(value)
+            if code is None:
+                code = self.index[value] = len(self.values)
+                self.values.append(value)
+            mapping[i] = code
+        return pc.take(pa.array(mapping), arr.indices)
+
+    def decode(self, codes: pa.ChunkedArray) -> pa.ChunkedArray:
+        values = pa.array(self.values, pa.string())
+        return pa.chunked_array([pa.DictionaryArray.from_arrays(c, values) for c in codes.chunks],
+                                pa.dictionary(pa.int32(), pa.string()))
+
+
 class Spill:
-    """Rows routed to windows through one Arrow IPC file per table in a temporary
-    directory: each written batch holds rows of one window, and the batches of
-    each window are listed, so a window is read back batch by batch (any number
-    of windows, one open file per table)."""
-    bounds: Sequence[int]
-    dir: tempfile.TemporaryDirectory[str] = field(
-        default_factory=lambda: tempfile.TemporaryDirectory(prefix="tickrec-replay-"))
-    _writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict)
-    _batches: dict[str, list[list[int]]] = field(default_factory=dict)   # table -> window -> batches
-    _writers_done: bool = False
+    """Rows routed to windows through one Arrow IPC file in a temporary directory:
+    each written batch holds rows of one window, and the batches of each window
+    are listed, so a window is read back batch by batch (any number of windows,
+    one open file). Text read as dictionaries is spilled as codes into one
+    dictionary per column (``_Codes``: an IPC file cannot change a dictionary)."""
 
-    def __post_init__(self) -> None:
-        self._edges = np.asarray(self.bounds[1:-1], np.int64)
+    def __init__(self, bounds: Sequence[int]) -> None:
+        self.bounds = bounds
+        self.dir = tempfile.TemporaryDirectory(prefix="tickrec-replay-")
+        self.path = os.path.join(self.dir.name, "rows.arrow")
+        self._edges = np.asarray(bounds[1:-1], np.int64)
+        self._sink: pa.NativeFile | None = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._listed: list[list[int]] = [[] for _ in range(len(bounds) - 1)]  # window -> batches
+        self._codes: dict[str, _Codes] = {}
+        self._schema: pa.Schema | None = None      # of the rows added (text as dictionaries)
 
-    def _path(self, table: str) -> str:
-        return os.path.join(self.dir.name, f"{table}.arrow")
-
-    def add(self, table: str, batch: pa.RecordBatch) -> None:
+    def add(self, batch: pa.RecordBatch) -> None:
         """Route ``batch``'s rows to their windows, keeping their order inside each."""
         if not batch.num_rows:
             return
@@ -108,48 +133,60 @@ class Spill:
             order = np.argsort(window, kind="stable")
             batch, window = batch.take(pa.array(order)), window[order]
             starts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        batch = self._encoded(batch)
+        if self._writer is None:
+            self._sink = pa.BufferedOutputStream(pa.OSFile(self.path, "wb"), 1 << 20)
+            self._writer = pa.ipc.new_file(self._sink, batch.schema, options=_IPC)
         # Runs of one window, written as zero-copy slices (sealed files: a symbol's
         # rows are in time order, so each symbol gives one run per window).
-        writer = self._writers.get(table)
-        if writer is None:
-            writer = self._writers[table] = pa.ipc.new_file(self._path(table), batch.schema,
-                                                            options=_IPC)
-            self._batches[table] = [[] for _ in range(len(self.bounds) - 1)]
-        listed = self._batches[table]
         bounds = [0, *starts.tolist(), len(window)]
         for a, b in pairwise(bounds):
-            listed[int(window[a])].append(writer.stats.num_record_batches)
-            writer.write_batch(batch.slice(a, b - a))
+            self._listed[int(window[a])].append(self._writer.stats.num_record_batches)
+            self._writer.write_batch(batch.slice(a, b - a))
+
+    def _encoded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self._schema is None:
+            self._schema = batch.schema
+            for f in batch.schema:
+                if pa.types.is_dictionary(f.type):
+                    self._codes[f.name] = _Codes()
+        if not self._codes:
+            return batch
+        cols = [self._codes[f.name].encode(batch.column(i)) if f.name in self._codes
+                else batch.column(i) for i, f in enumerate(batch.schema)]
+        return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
     def _finish(self) -> None:
-        writers, self._writers_done = self._writers, True
-        for w in writers.values():
-            w.close()
+        writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
+        if writer is not None:
+            writer.close()
+        if sink is not None:
+            sink.close()
 
     def close(self) -> None:
-        """Remove the files (also after a failure half way)."""
+        """Remove the file (also after a failure half way)."""
         try:
-            if not self._writers_done:
-                self._finish()
+            self._finish()
         finally:
             self.dir.cleanup()
 
-    def windows(self, tables: Sequence[str]) -> Iterator[list[tuple[str, pa.Table]]]:
-        """Each window's parts, in window order; the files are deleted at the end."""
+    def windows(self) -> Iterator[pa.Table]:
+        """Each window's rows (windows without rows left out), in window order; the
+        file is deleted at the end."""
+        has_rows = self._schema is not None
         self._finish()
-        files = {t: pa.OSFile(self._path(t)) for t in tables if t in self._writers}
+        if not has_rows:
+            self.dir.cleanup()
+            return
+        fh = pa.OSFile(self.path)
         try:
-            readers = {t: pa.ipc.open_file(fh) for t, fh in files.items()}
-            for window in range(len(self.bounds) - 1):
-                parts = []
-                for table, reader in readers.items():
-                    listed = self._batches[table][window]
-                    if listed:
-                        parts.append((table, pa.Table.from_batches(
-                            [reader.get_batch(i) for i in listed], reader.schema)))
-                if parts:
-                    yield parts
+            reader = pa.ipc.open_file(fh)
+            for listed in self._listed:
+                if listed:
+                    t = pa.Table.from_batches([reader.get_batch(i) for i in listed], reader.schema)
+                    for name, codes in self._codes.items():
+                        t = t.set_column(t.schema.get_field_index(name), name, codes.decode(t.column(name)))
+                    yield t
         finally:
-            for fh in files.values():
-                fh.close()
+            fh.close()
             self.dir.cleanup()
