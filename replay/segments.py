@@ -36,6 +36,7 @@ from replay.windows import Group, Spill, cuts
 
 SPILL_BATCH_ROWS = 16_384      # the spill pass's batches
 WHOLE_BATCH_ROWS = 1 << 20     # a direct read: whole row groups
+FLUSH_WINDOWS = 4              # the spill writes when this many windows' rows are pending
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
         return
     bounds = cuts([Group(g.rows, *_span(g, lo, hi)) for g in seg.groups],
                   seg.lo, seg.hi + 1, window_rows)
-    spill = Spill(bounds)
+    spill = Spill(bounds, flush_rows=FLUSH_WINDOWS * window_rows)
     try:
         for batch in rows_of(SPILL_BATCH_ROWS):
             spill.add(batch)

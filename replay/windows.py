@@ -86,6 +86,7 @@ class _Codes:
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.values: list[str] = []
+        self._array: pa.Array | None = None         # ``values`` as Arrow, made on demand
 
     def encode(self, arr: pa.DictionaryArray) -> pa.Array:
         mapping = np.empty(len(arr.dictionary), np.int32)
@@ -94,13 +95,14 @@ class _Codes:
             if code is None:
                 code = self.index[value] = len(self.values)
                 self.values.append(value)
+                self._array = None
             mapping[i] = code
         return pc.take(pa.array(mapping), arr.indices)
 
-    def decode(self, codes: pa.ChunkedArray) -> pa.ChunkedArray:
-        values = pa.array(self.values, pa.string())
-        return pa.chunked_array([pa.DictionaryArray.from_arrays(c, values) for c in codes.chunks],
-                                pa.dictionary(pa.int32(), pa.string()))
+    def decode(self, codes: pa.ChunkedArray) -> pa.DictionaryArray:
+        if self._array is None:
+            self._array = pa.array(self.values, pa.string())
+        return pa.DictionaryArray.from_arrays(codes.combine_chunks(), self._array)
 
 
 class Spill:
@@ -110,8 +112,11 @@ class Spill:
     one open file). Text read as dictionaries is spilled as codes into one
     dictionary per column (``_Codes``: an IPC file cannot change a dictionary)."""
 
-    def __init__(self, bounds: Sequence[int]) -> None:
+    def __init__(self, bounds: Sequence[int], flush_rows: int = 4 * WINDOW_ROWS) -> None:
         self.bounds = bounds
+        self.flush_rows = flush_rows
+        self._pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        self._pending_rows = 0
         self.dir = tempfile.TemporaryDirectory(prefix="tickrec-replay-")
         self.path = os.path.join(self.dir.name, "rows.arrow")
         self._edges = np.asarray(bounds[1:-1], np.int64)
@@ -122,27 +127,35 @@ class Spill:
         self._schema: pa.Schema | None = None      # of the rows added (text as dictionaries)
 
     def add(self, batch: pa.RecordBatch) -> None:
-        """Route ``batch``'s rows to their windows, keeping their order inside each."""
+        """Route ``batch``'s rows to their windows, keeping their order inside each.
+        Rows are held until ``flush_rows`` are pending, then written window by window."""
         if not batch.num_rows:
             return
         ts = batch.column("ts_recv").cast(pa.int64()).to_numpy()
-        window = np.searchsorted(self._edges, ts, "right")
-        starts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        if len(starts) * 64 > len(window):
-            # Many short runs (an unsorted file): regroup by window with one take.
+        self._pending.append((self._encoded(batch), np.searchsorted(self._edges, ts, "right")))
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.flush_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        """The pending rows regrouped by window (one stable gather) and written as one
+        batch per window: a window is read back in as many pieces as there were
+        flushes, however many symbols' runs it holds."""
+        if not self._pending:
+            return
+        rows = pa.Table.from_batches([b for b, _ in self._pending]).combine_chunks()
+        window = np.concatenate([w for _, w in self._pending])
+        self._pending, self._pending_rows = [], 0
+        if (window[1:] < window[:-1]).any():
             order = np.argsort(window, kind="stable")
-            batch, window = batch.take(pa.array(order)), window[order]
-            starts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        batch = self._encoded(batch)
+            rows, window = rows.take(order), window[order]
         if self._writer is None:
             self._sink = pa.BufferedOutputStream(pa.OSFile(self.path, "wb"), 1 << 20)
-            self._writer = pa.ipc.new_file(self._sink, batch.schema, options=_IPC)
-        # Runs of one window, written as zero-copy slices (sealed files: a symbol's
-        # rows are in time order, so each symbol gives one run per window).
-        bounds = [0, *starts.tolist(), len(window)]
-        for a, b in pairwise(bounds):
+            self._writer = pa.ipc.new_file(self._sink, rows.schema, options=_IPC)
+        starts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        for a, b in pairwise([0, *starts.tolist(), len(window)]):
             self._listed[int(window[a])].append(self._writer.stats.num_record_batches)
-            self._writer.write_batch(batch.slice(a, b - a))
+            self._writer.write_table(rows.slice(a, b - a), max_chunksize=b - a)
 
     def _encoded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self._schema is None:
@@ -157,6 +170,7 @@ class Spill:
         return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
     def _finish(self) -> None:
+        self._flush()
         writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
         if writer is not None:
             writer.close()
@@ -165,6 +179,7 @@ class Spill:
 
     def close(self) -> None:
         """Remove the file (also after a failure half way)."""
+        self._pending = []
         try:
             self._finish()
         finally:
