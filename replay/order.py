@@ -63,10 +63,25 @@ def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
 
 
 def _key_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
-    """The stable key order of ``table``'s rows, as indices."""
-    key_table = pa.table({k: sortable(table.column(k)) for k in keys})
-    return pc.sort_indices(key_table,  # type: ignore[no-any-return]
-                           sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+    """The stable key order of ``table``'s rows, as indices. The first key
+    (``ts_recv``) is sorted with numpy; only rows that tie on it are sorted again
+    by the full key (Arrow), in place, so the ties' order is the full key's."""
+    first = table.column(keys[0])
+    first = first.cast(pa.int64()) if pa.types.is_timestamp(first.type) else first
+    ts = first.to_numpy()
+    order = np.argsort(ts, kind="stable")
+    ranked = ts[order]
+    equal = ranked[1:] == ranked[:-1]
+    if len(keys) > 1 and equal.any():
+        tied = np.zeros(len(ranked), bool)
+        tied[1:] |= equal
+        tied[:-1] |= equal
+        where = np.flatnonzero(tied)         # runs of one ts_recv, in ts_recv order
+        rows = order[where]
+        key_table = pa.table({k: sortable(table.column(k)) for k in keys}).take(rows)
+        again = pc.sort_indices(key_table, sort_keys=[(k, "ascending") for k in keys])
+        order[where] = rows[again.to_numpy()]
+    return order
 
 
 @dataclass

@@ -87,8 +87,11 @@ class _Codes:
         self.index: dict[str, int] = {}
         self.values: list[str] = []
         self._array: pa.Array | None = None         # ``values`` as Arrow, made on demand
+        self._last: tuple[pa.Array, pa.Array] | None = None    # a dictionary, its codes here
 
     def encode(self, arr: pa.DictionaryArray) -> pa.Array:
+        if self._last is not None and self._last[0].equals(arr.dictionary):
+            return pc.take(self._last[1], arr.indices)     # batches of one row group
         mapping = np.empty(len(arr.dictionary), np.int32)
         for i, value in enumerate(arr.dictionary.to_pylist()):
             code = self.index.get(value)
@@ -97,7 +100,8 @@ class _Codes:
                 self.values.append(value)
                 self._array = None
             mapping[i] = code
-        return pc.take(pa.array(mapping), arr.indices)
+        self._last = (arr.dictionary, pa.array(mapping))
+        return pc.take(self._last[1], arr.indices)
 
     def decode(self, codes: pa.ChunkedArray) -> pa.DictionaryArray:
         if self._array is None:
