@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from replay import segments, stream
+from replay import gather, segments, stream
 from replay.interleave import interleave
 from replay.order import Merged, Piece, merge
 from replay.params import parse_symbols, parse_tables, parse_time
@@ -397,7 +397,7 @@ class Scan:
                 parts = wide.to_batches(max_chunksize=size)     # slices, no copy
             else:
                 wide = wide.combine_chunks()        # take() on many chunks re-concatenates
-                parts = (wide.take(step.order[off:off + size]).to_batches()[0]
+                parts = (gather.take(wide, step.order[off:off + size]).to_batches()[0]
                          for off in range(0, step.rows, size))
             for part in parts:
                 n = part.num_rows
@@ -416,7 +416,7 @@ def _in_order(name: str, units: Iterator[pa.Table], keys: Sequence[str]) -> Iter
     """Each table of ``units`` sorted by ``keys`` (already sorted ones as they are)."""
     for t in units:
         m = merge([(name, t)], keys)
-        yield m.parts[0][1] if m.order is None else m.parts[0][1].take(m.order)
+        yield m.parts[0][1] if m.order is None else gather.take(m.parts[0][1], m.order)
 
 
 def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:

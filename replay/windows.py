@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from replay import gather
+
 WINDOW_ROWS = 32_768
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
 GRID = 4096                       # resolution of the cut search inside a day
@@ -152,7 +154,7 @@ class Spill:
         self._pending, self._pending_rows = [], 0
         if (window[1:] < window[:-1]).any():
             order = np.argsort(window, kind="stable")
-            rows, window = rows.take(order), window[order]
+            rows, window = gather.take(rows, order), window[order]
         if self._writer is None:
             self._sink = pa.BufferedOutputStream(pa.OSFile(self.path, "wb"), 1 << 20)
             self._writer = pa.ipc.new_file(self._sink, rows.schema, options=_IPC)
