@@ -91,14 +91,14 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
     no symbol filter, so groups inside [lo, hi) need no filtering. At most
     ``direct_rows`` rows are read in one piece; a bigger segment is spilled and
     handed out in windows of about ``window_rows`` rows."""
-    def rows_of(batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def rows_of(batch_rows: int, threads: bool) -> Iterator[pa.RecordBatch]:
         for path, refs in _by_file(seg):
             need = not exact or not all(g.inside(lo, hi) for g in refs)
             yield from stream.batches(path, filesystem, schema, columns,
                                       [g.index for g in refs], where if need else None,
-                                      batch_rows)
+                                      batch_rows, threads)
     if seg.rows <= direct_rows:
-        batches = list(rows_of(WHOLE_BATCH_ROWS))
+        batches = list(rows_of(WHOLE_BATCH_ROWS, True))
         if batches:
             yield pa.Table.from_batches(batches)
         return
@@ -106,7 +106,9 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
                   seg.lo, seg.hi + 1, window_rows)
     spill = Spill(bounds, flush_rows=FLUSH_WINDOWS * window_rows)
     try:
-        for batch in rows_of(SPILL_BATCH_ROWS):
+        # Decoded on this thread: decoded on the pool's threads and freed on this
+        # one, batches left the allocator holding 60 MB more at 2x10M rows (mimalloc)
+        for batch in rows_of(SPILL_BATCH_ROWS, False):
             spill.add(batch)
         yield from spill.windows()
     finally:

@@ -87,10 +87,11 @@ def _typed(col: pa.Array, typ: pa.DataType) -> pa.Array:
 
 def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
             columns: Sequence[str], groups: Sequence[int], where: ds.Expression | None,
-            batch_rows: int) -> Iterator[pa.RecordBatch]:
+            batch_rows: int, threads: bool = True) -> Iterator[pa.RecordBatch]:
     """Row groups ``groups`` of one file, in that order, as batches of ``columns``
     (typed by ``schema``, text as ``TEXT``), keeping only the rows matching
-    ``where`` (None: all)."""
+    ``where`` (None: all). ``threads``: columns decoded on Arrow's thread pool
+    (faster, but the allocator then keeps more memory: see ``replay.segments``)."""
     if not groups:
         return
     wanted = list(columns)
@@ -104,7 +105,8 @@ def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
         read = pa.schema([schema.field(c).with_type(read_type(schema.field(c).type))
                           for c in wanted])
         present = [c for c in read.names if c in pf.schema_arrow.names]
-        for batch in pf.iter_batches(batch_rows, row_groups=list(groups), columns=present):
+        for batch in pf.iter_batches(batch_rows, row_groups=list(groups), columns=present,
+                                     use_threads=threads):
             n = batch.num_rows
             cols = [_typed(batch.column(f.name), f.type) if f.name in present
                     else pa.nulls(n, f.type) for f in read]
