@@ -36,7 +36,6 @@ from replay.windows import Group, Spill, cuts
 
 SPILL_BATCH_ROWS = 16_384      # the spill pass's batches
 WHOLE_BATCH_ROWS = 1 << 20     # a direct read: whole row groups
-FLUSH_WINDOWS = 4              # the spill writes when this many windows' rows are pending
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
         return
     bounds = cuts([Group(g.rows, *_span(g, lo, hi)) for g in seg.groups],
                   seg.lo, seg.hi + 1, window_rows)
-    spill = Spill(bounds, flush_rows=FLUSH_WINDOWS * window_rows)
+    spill = Spill(bounds)
     try:
         # Decoded on this thread: decoded on the pool's threads and freed on this
         # one, batches left the allocator holding 60 MB more at 2x10M rows (mimalloc)

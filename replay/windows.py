@@ -36,6 +36,9 @@ import pyarrow.parquet as pq
 from replay import gather
 
 WINDOW_ROWS = 32_768
+# The spill writes when this much is pending: more means fewer pieces per window
+# (trades: ~130k rows), less means less memory (its regrouping copies it twice).
+FLUSH_BYTES = 8 << 20
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
 GRID = 4096                       # resolution of the cut search inside a day
 _IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
@@ -118,11 +121,11 @@ class Spill:
     one open file). Text read as dictionaries is spilled as codes into one
     dictionary per column (``_Codes``: an IPC file cannot change a dictionary)."""
 
-    def __init__(self, bounds: Sequence[int], flush_rows: int = 4 * WINDOW_ROWS) -> None:
+    def __init__(self, bounds: Sequence[int], flush_bytes: int = FLUSH_BYTES) -> None:
         self.bounds = bounds
-        self.flush_rows = flush_rows
+        self.flush_bytes = flush_bytes
         self._pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
-        self._pending_rows = 0
+        self._pending_bytes = 0
         self.dir = tempfile.TemporaryDirectory(prefix="tickrec-replay-")
         self.path = os.path.join(self.dir.name, "rows.arrow")
         self._edges = np.asarray(bounds[1:-1], np.int64)
@@ -134,13 +137,14 @@ class Spill:
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Route ``batch``'s rows to their windows, keeping their order inside each.
-        Rows are held until ``flush_rows`` are pending, then written window by window."""
+        Rows are held until ``flush_bytes`` are pending, then written window by window."""
         if not batch.num_rows:
             return
         ts = batch.column("ts_recv").cast(pa.int64()).to_numpy()
-        self._pending.append((self._encoded(batch), np.searchsorted(self._edges, ts, "right")))
-        self._pending_rows += batch.num_rows
-        if self._pending_rows >= self.flush_rows:
+        batch = self._encoded(batch)
+        self._pending.append((batch, np.searchsorted(self._edges, ts, "right")))
+        self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= self.flush_bytes:
             self._flush()
 
     def _flush(self) -> None:
@@ -151,7 +155,7 @@ class Spill:
             return
         rows = pa.Table.from_batches([b for b, _ in self._pending]).combine_chunks()
         window = np.concatenate([w for _, w in self._pending])
-        self._pending, self._pending_rows = [], 0
+        self._pending, self._pending_bytes = [], 0
         if (window[1:] < window[:-1]).any():
             order = np.argsort(window, kind="stable")
             rows, window = gather.take(rows, order), window[order]

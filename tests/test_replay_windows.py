@@ -71,7 +71,7 @@ def test_a_spill_keeps_one_file_whatever_the_windows() -> None:
     its rows in the order added (across flushes), text read as dictionaries comes back as the same
     text (codes into one dictionary), the file goes at the end."""
     bounds = list(range(0, 3001, 1))
-    spill = Spill(bounds, flush_rows=1500)       # written in three flushes
+    spill = Spill(bounds, flush_bytes=20_000)     # written in three flushes
     ts = [t for _ in range(3) for t in range(0, 3000, 2)]        # 3 "symbols", each in time order
     sym = [s for s in "ABC" for _ in range(0, 3000, 2)]
     batch = pa.record_batch({"ts_recv": pa.array(ts, pa.int64()), "i": pa.array(range(len(ts))),
