@@ -90,8 +90,10 @@ def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
             batch_rows: int, threads: bool = True) -> Iterator[pa.RecordBatch]:
     """Row groups ``groups`` of one file, in that order, as batches of ``columns``
     (typed by ``schema``, text as ``TEXT``), keeping only the rows matching
-    ``where`` (None: all). ``threads``: columns decoded on Arrow's thread pool
-    (faster, but the allocator then keeps more memory: see ``replay.segments``)."""
+    ``where`` (None: all). ``threads``: columns decoded on Arrow's thread pool and
+    read with pyarrow's coalescing read cache (faster; for small reads only: the
+    cache keeps every column chunk read until the file is done, and the allocator
+    keeps more memory when batches are decoded on other threads)."""
     if not groups:
         return
     wanted = list(columns)
@@ -99,7 +101,7 @@ def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
         wanted += [c for c in ("ts_recv", "symbol") if c in schema.names and c not in columns]
     md = pq.read_metadata(path, filesystem=filesystem)
     texts = [c for c in wanted if schema.field(c).type == pa.string() and c in md.schema.names]
-    pf = pq.ParquetFile(path, filesystem=filesystem, metadata=md, pre_buffer=False,
+    pf = pq.ParquetFile(path, filesystem=filesystem, metadata=md, pre_buffer=threads,
                         read_dictionary=texts)
     try:
         read = pa.schema([schema.field(c).with_type(read_type(schema.field(c).type))
