@@ -28,6 +28,20 @@ import pyarrow.compute as pc
 from replay.rows import Columns
 
 
+def sortable(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A key column as values that sort like it: text read as a dictionary becomes
+    each value's rank among the dictionary's values (Arrow sorts no dictionaries,
+    and decoding the text would cost more than the ranks)."""
+    if not pa.types.is_dictionary(col.type):
+        return col
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col   # one dictionary
+    if arr.indices.null_count:
+        return arr.cast(arr.type.value_type)
+    ranks = np.empty(len(arr.dictionary), np.int32)
+    ranks[pc.sort_indices(arr.dictionary).to_numpy()] = np.arange(len(ranks), dtype=np.int32)
+    return pa.array(ranks[arr.indices.to_numpy()])
+
+
 def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
     """True when the rows are in non-decreasing lexicographic order of ``keys``."""
     n = table.num_rows
@@ -35,7 +49,7 @@ def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
         return True
     tied: pa.Array | None = None        # pairs (i, i+1) equal on every key so far
     for key in keys:
-        col = table.column(key)
+        col = sortable(table.column(key))
         prev, nxt = col.slice(0, n - 1), col.slice(1)
         if tied is not None:
             prev, nxt = prev.take(tied), nxt.take(tied)
@@ -49,9 +63,25 @@ def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
 
 
 def _key_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
-    """The stable key order of ``table``'s rows, as indices."""
-    return pc.sort_indices(table.select(list(keys)),  # type: ignore[no-any-return]
-                           sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+    """The stable key order of ``table``'s rows, as indices. The first key
+    (``ts_recv``) is sorted with numpy; only rows that tie on it are sorted again
+    by the full key (Arrow), in place, so the ties' order is the full key's."""
+    first = table.column(keys[0])
+    first = first.cast(pa.int64()) if pa.types.is_timestamp(first.type) else first
+    ts = first.to_numpy()
+    order = np.argsort(ts, kind="stable")
+    ranked = ts[order]
+    equal = ranked[1:] == ranked[:-1]
+    if len(keys) > 1 and equal.any():
+        tied = np.zeros(len(ranked), bool)
+        tied[1:] |= equal
+        tied[:-1] |= equal
+        where = np.flatnonzero(tied)         # runs of one ts_recv, in ts_recv order
+        rows = order[where]
+        key_table = pa.table({k: sortable(table.column(k)) for k in keys}).take(rows)
+        again = pc.sort_indices(key_table, sort_keys=[(k, "ascending") for k in keys])
+        order[where] = rows[again.to_numpy()]
+    return order
 
 
 @dataclass

@@ -198,8 +198,9 @@ def _numbers(arr: pa.Array) -> Picker:
 def _texts(arr: pa.Array) -> Picker:
     """A text column: each distinct value made once (a few symbols and sessions),
     rows picked through their dictionary code (a numpy object array: the gather and
-    ``tolist`` only copy references). One value and no nulls: one list repeat."""
-    enc = arr.dictionary_encode()
+    ``tolist`` only copy references). One value and no nulls: one list repeat.
+    Text read as a dictionary is used as it is."""
+    enc = arr if pa.types.is_dictionary(arr.type) else arr.dictionary_encode()
     if len(enc.dictionary) * 4 > len(arr):
         return _pick_list(arr.to_pylist())
     values = enc.dictionary.to_pylist()
@@ -255,7 +256,7 @@ def picker(arr: pa.Array) -> Picker:
         arr = arr.cast(pa.int64())
     if _is_number(t):
         return _numbers(arr)
-    if pa.types.is_string(t):
+    if pa.types.is_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)):
         return _texts(arr)
     if pa.types.is_list(t):
         return _lists(arr)

@@ -58,11 +58,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from replay import stream
+from replay import gather, segments, stream
+from replay.interleave import interleave
 from replay.order import Merged, Piece, merge
 from replay.params import parse_symbols, parse_tables, parse_time
 from replay.rows import RECORD_COLUMNS
-from replay.windows import MAX_REREAD, WINDOW_ROWS, Group, Spill, cuts, rereads, row_groups
+from replay.segments import Segment
+from replay.windows import WINDOW_ROWS
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import EVENT_TABLES, TABLES, TS
 from storage.fs import StoreRoot, as_store, is_s3
@@ -82,10 +84,9 @@ TABLE_TYPE = pa.dictionary(pa.int8(), pa.string())
 # up to ~10M rows, ~220 MB of compressed book columns; docs/benchmarks.md "Replay").
 _FORMAT = ds.ParquetFileFormat(
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
-# One batch decoded ahead, one file open: the scanner's defaults (16 batches, 4 files)
-# hold hundreds of MB of decoded rows for a busy day.
-READAHEAD: dict[str, Any] = {"batch_readahead": 1, "fragment_readahead": 1}
-SPILL_BATCH_ROWS = 16_384      # the spill pass's batches (replay.stream)
+# A segment of up to this many windows' rows is read in one piece; a bigger one
+# (a sealed day) goes through the spill (replay.segments).
+DIRECT_WINDOWS = 4
 
 
 def wide_schema(tables: Sequence[str]) -> pa.Schema:
@@ -251,74 +252,84 @@ class Scan:
         if self.store is not None:
             self._manifests = Manifests(self.store)
 
-    def _dataset(self, table: str, date: str) -> ds.FileSystemDataset | None:
-        files = self.files(table, date)
-        if not files:
-            return None
-        return ds.dataset(files, schema=TABLES[table], format=_FORMAT,
-                          filesystem=self.store.fs if self.store is not None else None)
-
     def _store_error(self, table: str, date: str, exc: BaseException) -> StoreError:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return StoreError(f"cannot read {table} of {self.venue} on {date}: {first}")
 
-    def _count_misplaced(self, dataset: ds.Dataset, table: str, date: str, day_start: int) -> None:
-        """Rows outside their date partition are filtered out by ``_scan_filter``; say so.
+    @property
+    def _fs(self) -> Any:
+        return self.store.fs if self.store is not None else None
 
-        Cheap: answered from the Parquet statistics when the files are sound."""
+    def _count_misplaced(self, files: list[str], table: str, date: str, day_start: int) -> None:
+        """Rows outside their date partition are filtered out by ``_scan_filter``; say so."""
         ts = pc.field("ts_recv")
         outside = (ts < pa.scalar(day_start, TS)) | (ts >= pa.scalar(day_start + DAY_NS, TS))
+        dataset = ds.dataset(files, schema=TABLES[table], format=_FORMAT, filesystem=self._fs)
         n = dataset.count_rows(filter=outside)
         if n:
             self.dropped_rows += n
             log.warning("replay: %d %s rows of %s in date=%s have ts_recv outside that day; "
                         "skipped (run tickrec verify)", n, table, self.venue, date)
 
+    def _segments(self, table: str, date: str, day_start: int, lo: int, hi: int,
+                  first: bool) -> list[Segment]:
+        """The table's segments of the day in [lo, hi) (``first``: the day's first
+        listing, where rows outside the partition are counted)."""
+        files = self.files(table, date)
+        symbols = self.symbols if table != "raw" else None
+        groups = [g for f in files for g in stream.plan(f, self._fs, symbols)]
+        whole_side = (self.start is None or self.start < day_start
+                      or self.end is None or self.end > day_start + DAY_NS)
+        if first and whole_side and any(not g.inside(day_start, day_start + DAY_NS)
+                                        for g in groups):
+            self._count_misplaced(files, table, date, day_start)
+        return segments.segments(groups, lo, hi)
+
+    def _table_day(self, table: str, date: str, day_start: int, lo: int, hi: int,
+                   cols: list[str], window_rows: int) -> Iterator[pa.Table]:
+        """The table's rows of the day in [lo, hi) as tables of consecutive ``ts_recv``
+        ranges (``replay.segments``), not yet sorted. Object stores: a seal that
+        deleted a listed object is met by listing the day again and reading on from
+        the first ``ts_recv`` not handed out (the sealed files hold the same rows)."""
+        start = lo
+        for attempt in (0, 1):
+            handing_out = False
+            try:
+                for seg in self._segments(table, date, day_start, start, hi, attempt == 0):
+                    for t in segments.read(seg, self._fs, TABLES[table], cols,
+                                           self._scan_filter(table, start, hi),
+                                           self.symbols is None or table == "raw",
+                                           start, hi, window_rows, DIRECT_WINDOWS * window_rows):
+                        handing_out = True
+                        yield t
+                    handing_out = False
+                    start = seg.hi + 1
+                return
+            except (pa.ArrowException, OSError) as exc:
+                if self.store is None or attempt or handing_out:
+                    raise self._store_error(table, date, exc) from None
+                self._relist(table)
+
     def read_day(self, date: str, columns: Mapping[str, Sequence[str]] | None = None,
                  window_rows: int = WINDOW_ROWS) -> Iterator[Merged]:
-        """One date partition in replay order, as consecutive ``ts_recv`` windows of
-        about ``window_rows`` rows each (``replay.windows``); nothing when nothing in
-        it matches. ``columns`` per table defaults to all of the table's columns."""
+        """One date partition in replay order, as consecutive ``Merged`` steps of
+        about ``window_rows`` rows or one segment each (``replay.segments``; several
+        tables: ``replay.interleave``); nothing when nothing in it matches.
+        ``columns`` per table defaults to all of the table's record columns."""
         day_start = int(parse_time(date) or 0)
         lo = day_start if self.start is None else max(self.start, day_start)
         hi = day_start + DAY_NS if self.end is None else min(self.end, day_start + DAY_NS)
-        sets: list[tuple[str, ds.FileSystemDataset, list[str]]] = []
-        groups: list[Group] = []
-        for table in self.tables:
-            found = self._open_day(table, date, day_start, lo, hi)
-            if found is None:
-                continue
-            dataset, table_groups = found
-            groups += table_groups
-            sets.append((table, dataset, list((columns or {}).get(table) or RECORD_COLUMNS[table])))
-        if not sets:
-            return
-        bounds = cuts(groups, lo, hi, window_rows)
-        if len(bounds) > 2 and rereads(groups, bounds) > MAX_REREAD:
-            windows = self._spilled(date, sets, bounds)
+        streams = [(table, self._table_day(table, date, day_start, lo, hi,
+                                           list((columns or {}).get(table)
+                                                or RECORD_COLUMNS[table]), window_rows))
+                   for table in self.tables]
+        if len(streams) == 1:
+            name, units = streams[0]
+            for t in units:
+                yield merge([(name, t)], self.keys)
         else:
-            windows = self._direct(date, sets, bounds)
-        for parts in windows:
-            yield merge(parts, self.keys)
-
-    def _open_day(self, table: str, date: str, day_start: int, lo: int,
-                  hi: int) -> tuple[ds.FileSystemDataset, list[Group]] | None:
-        """The table's dataset of the day and its row groups in [lo, hi). Object
-        stores: listed and opened again once when a seal deleted a listed object."""
-        for attempt in (0, 1):
-            try:
-                dataset = self._dataset(table, date)
-                if dataset is None:
-                    return None
-                if (self.start is None or self.start < day_start
-                        or self.end is None or self.end > day_start + DAY_NS):
-                    self._count_misplaced(dataset, table, date, day_start)
-                return dataset, row_groups(dataset, lo, hi)
-            except (pa.ArrowException, OSError) as exc:
-                if self.store is None or attempt:
-                    raise self._store_error(table, date, exc) from None
-                self._relist(table)
-        return None     # pragma: no cover - the loop returns or raises
+            yield from interleave([(name, _in_order(name, units, self.keys))
+                                   for name, units in streams], self.keys)
 
     def _scan_filter(self, table: str, lo: int, hi: int) -> ds.Expression:
         ts = pc.field("ts_recv")
@@ -326,85 +337,6 @@ class Scan:
         if self.symbols is not None and table != "raw":
             expr = expr & pc.field("symbol").isin(pa.array(self.symbols, pa.string()))
         return expr
-
-    def _direct(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
-                bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
-        """Each window read with its own filter (row groups pruned by statistics)."""
-        datasets = {table: dataset for table, dataset, _ in sets}
-        for a, b in pairwise(bounds):
-            parts = []
-            for table, _, cols in sets:
-                t = self._window(table, date, datasets, cols, a, b)
-                if t.num_rows:
-                    parts.append((table, t))
-            if parts:
-                yield parts
-
-    def _window(self, table: str, date: str, datasets: dict[str, ds.FileSystemDataset],
-                cols: list[str], a: int, b: int) -> pa.Table:
-        """Rows of ``table`` with ``ts_recv`` in [a, b). Object stores: a seal that
-        deleted a listed object since is met by listing the day again: the window
-        is a ``ts_recv`` range, so the sealed files give it the very same rows."""
-        for attempt in (0, 1):
-            try:
-                return datasets[table].to_table(columns=cols, filter=self._scan_filter(table, a, b),
-                                                **READAHEAD)
-            except (pa.ArrowException, OSError) as exc:
-                if self.store is None or attempt:
-                    raise self._store_error(table, date, exc) from None
-                self._relist(table)
-                dataset = self._dataset(table, date)
-                if dataset is None:
-                    raise self._store_error(table, date, exc) from None
-                datasets[table] = dataset
-        raise AssertionError("unreachable")     # pragma: no cover
-
-    def _spilled(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
-                 bounds: Sequence[int]) -> Iterator[list[tuple[str, pa.Table]]]:
-        """The day read once, routed to window files, read back window by window."""
-        for attempt in (0, 1):
-            spill = Spill(bounds)
-            try:
-                for table, dataset, cols in sets:
-                    try:
-                        for batch in self._stream(table, dataset, cols, bounds[0], bounds[-1]):
-                            spill.add(table, batch)
-                    except (pa.ArrowException, OSError) as exc:
-                        if self.store is None or attempt:
-                            raise self._store_error(table, date, exc) from None
-                        # object stores: a seal deleted a listed object; nothing is
-                        # handed out yet, so list the day again and spill it again
-                        sets = self._reopened(date, sets, table, exc)
-                        break
-                else:
-                    yield from spill.windows([t for t, _, _ in sets])
-                    return
-            finally:
-                spill.close()
-
-    def _stream(self, table: str, dataset: ds.FileSystemDataset, cols: list[str], lo: int,
-                hi: int) -> Iterator[pa.RecordBatch]:
-        """The table's rows with ``ts_recv`` in [lo, hi), file by file in file order,
-        decoded only as they are consumed (``replay.stream``: bounded memory)."""
-        where = self._scan_filter(table, lo, hi)
-        symbols = self.symbols if table != "raw" else None
-        for path in dataset.files:
-            yield from stream.batches(path, dataset.filesystem, TABLES[table], cols, where,
-                                      lo, hi, symbols, SPILL_BATCH_ROWS)
-
-    def _reopened(self, date: str, sets: Sequence[tuple[str, ds.FileSystemDataset, list[str]]],
-                  failed: str, exc: BaseException
-                  ) -> list[tuple[str, ds.FileSystemDataset, list[str]]]:
-        """``sets`` with every table's dataset listed and opened again."""
-        out = []
-        for table, _, cols in sets:
-            self._relist(table)
-            dataset = self._dataset(table, date)
-            if dataset is not None:
-                out.append((table, dataset, cols))
-            elif table == failed:
-                raise self._store_error(table, date, exc) from None
-        return out
 
     def _days(self, columns: Mapping[str, Sequence[str]] | None = None) -> Iterator[Merged]:
         for date in self.dates():
@@ -459,27 +391,40 @@ class Scan:
         read_cols = {t: [c for c in TABLES[t].names
                          if c in out_schema.names or c in self.keys] for t in self.tables}
         raw = self.kind == "raw"
-        for day in self._days(read_cols):
-            wide = _widen(day, out_schema, raw)     # only columns some part of the day has
-            if day.order is not None:
+        for step in self._days(read_cols):
+            wide = _widen(step, out_schema, raw)     # only columns some part of the step has
+            if step.order is None:
+                parts = wide.to_batches(max_chunksize=size)     # slices, no copy
+            else:
                 wide = wide.combine_chunks()        # take() on many chunks re-concatenates
-            for off in range(0, day.rows, size):
-                if day.order is None:
-                    part = wide.slice(off, size)
-                else:
-                    part = wide.take(day.order[off:off + size])
-                part = part.combine_chunks()
+                parts = (gather.take(wide, step.order[off:off + size]).to_batches()[0]
+                         for off in range(0, step.rows, size))
+            for part in parts:
                 n = part.num_rows
-                cols = [part.column(f.name).chunk(0) if f.name in part.column_names
+                names = part.schema.names
+                cols = [_typed_out(part.column(names.index(f.name)), f.type) if f.name in names
                         else pa.nulls(n, f.type) for f in out_schema]
                 yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
+
+
+def _typed_out(col: pa.Array, typ: pa.DataType) -> pa.Array:
+    """A column as handed out: text read as a dictionary decoded (``stream.read_type``)."""
+    return col if col.type == typ else col.cast(typ)
+
+
+def _in_order(name: str, units: Iterator[pa.Table], keys: Sequence[str]) -> Iterator[pa.Table]:
+    """Each table of ``units`` sorted by ``keys`` (already sorted ones as they are)."""
+    for t in units:
+        m = merge([(name, t)], keys)
+        yield m.parts[0][1] if m.order is None else gather.take(m.parts[0][1], m.order)
 
 
 def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:
     """The day's parts as one table: the columns of ``schema`` that at least one
     part has (null-padded in the others) plus ``table``, in concatenation order."""
     present = {c for _, t in day.parts for c in t.column_names}
-    fields = [f for f in schema if f.name in present or (f.name == "table" and not raw)]
+    fields = [f.with_type(stream.read_type(f.type)) for f in schema
+              if f.name in present or (f.name == "table" and not raw)]
     dictionary = pa.array(EVENT_TABLES, pa.string())
     pieces = []
     for table, t in day.parts:

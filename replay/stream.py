@@ -1,17 +1,25 @@
-"""Pull-based reading of Parquet files, batch by batch, in bounded memory.
+"""Reading row groups of Parquet files, whole or batch by batch, in bounded memory.
 
-The dataset scanner (``Dataset.to_batches``) decodes on background threads and,
-measured with pyarrow 26, does not hold back when its consumer is slower than
-the decoding: its readahead settings bound nothing, and the spill pass of a
-sealed day (``replay.windows``) held hundreds of MB of decoded batches waiting.
-``batches`` decodes a batch only when asked for it (``ParquetFile.iter_batches``,
-no pre-buffering: pyarrow's read cache would keep every column chunk of the file
-read so far), so at most one batch and the current pages are alive.
+``plan`` reads a file's footer and lists its row groups that can hold rows of a
+``ts_recv`` range (and of some symbols), with each group's ``ts_recv`` span
+from the statistics. ``batches`` reads chosen row groups of one file:
+
+- decoded only as they are consumed (``ParquetFile.iter_batches``, no
+  pre-buffering: pyarrow's read cache would keep every column chunk of the file
+  read so far; the dataset scanner, measured with pyarrow 26, decodes ahead of
+  a slow consumer whatever its readahead settings);
+- filtered only when asked (``where``): a group that lies inside the range, with
+  no symbol filter, is read as it is;
+- text columns are read as dictionaries (``read_type``: their codes as stored;
+  symbols and sessions repeat), columns a file lacks (an older schema) read as
+  nulls, the others are cast to the table's types. Consumers decode text when
+  they hand it out (after sorting: a gather of codes is cheaper than one of text).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -21,46 +29,93 @@ import pyarrow.parquet as pq
 from replay.windows import ts_span
 
 
-def _keep(md: pq.RowGroupMetaData, names: list[str], lo: int, hi: int,
-          symbols: Sequence[str] | None) -> bool:
-    """Whether the row group's statistics allow rows with ``ts_recv`` in [lo, hi)
-    (and one of ``symbols``); no statistics: kept."""
-    span = ts_span(md, names)
-    if span is not None and (span[1] < lo or span[0] >= hi):
-        return False
-    if symbols is not None and "symbol" in names:
-        st = md.column(names.index("symbol")).statistics
-        if st is not None and st.has_min_max and not any(st.min <= s <= st.max for s in symbols):
-            return False
-    return True
+@dataclass(frozen=True)
+class GroupRef:
+    """One row group of one file: its rows and its ``ts_recv`` span from the
+    statistics (inclusive, ns; ``None`` when the group has none)."""
+    path: str
+    index: int
+    rows: int
+    span: tuple[int, int] | None
+
+    def meets(self, lo: int, hi: int) -> bool:
+        """Whether it can hold rows with ``ts_recv`` in [lo, hi)."""
+        return self.span is None or not (self.span[1] < lo or self.span[0] >= hi)
+
+    def inside(self, lo: int, hi: int) -> bool:
+        """Whether all its rows have ``ts_recv`` in [lo, hi)."""
+        return self.span is not None and lo <= self.span[0] and self.span[1] < hi
+
+
+def _symbols_may_match(md: pq.RowGroupMetaData, names: list[str],
+                       symbols: Sequence[str] | None) -> bool:
+    if symbols is None or "symbol" not in names:
+        return True
+    st = md.column(names.index("symbol")).statistics
+    return st is None or not st.has_min_max or any(st.min <= s <= st.max for s in symbols)
+
+
+def plan(path: str, filesystem: pafs.FileSystem | None,
+         symbols: Sequence[str] | None) -> list[GroupRef]:
+    """The non-empty row groups of ``path`` whose ``symbol`` statistics allow one of
+    ``symbols`` (None: all), in file order (one footer read)."""
+    md = pq.read_metadata(path, filesystem=filesystem)
+    names = md.schema.names
+    out = []
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        if rg.num_rows and _symbols_may_match(rg, names, symbols):
+            out.append(GroupRef(path, i, rg.num_rows, ts_span(rg, names)))
+    return out
+
+
+TEXT = pa.dictionary(pa.int32(), pa.string())
+
+
+def read_type(typ: pa.DataType) -> pa.DataType:
+    """How a column of the table's type ``typ`` is read: text as a dictionary."""
+    return TEXT if typ == pa.string() else typ
+
+
+def _typed(col: pa.Array, typ: pa.DataType) -> pa.Array:
+    if col.type == typ:
+        return col
+    if typ == TEXT:
+        return col.cast(pa.string()).dictionary_encode()
+    return col.cast(typ)
 
 
 def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
-            columns: Sequence[str], where: ds.Expression, lo: int, hi: int,
-            symbols: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The rows of one file matching ``where`` as batches of ``columns`` (typed by ``schema``),
-    in file order (row groups pruned by their ``ts_recv``/``symbol`` statistics
-    against [lo, hi) and ``symbols``). Columns the file lacks (an older schema)
-    read as nulls; the others are cast to ``schema``'s types."""
-    pf = pq.ParquetFile(path, filesystem=filesystem, pre_buffer=False)
+            columns: Sequence[str], groups: Sequence[int], where: ds.Expression | None,
+            batch_rows: int, threads: bool = True) -> Iterator[pa.RecordBatch]:
+    """Row groups ``groups`` of one file, in that order, as batches of ``columns``
+    (typed by ``schema``, text as ``TEXT``), keeping only the rows matching
+    ``where`` (None: all). ``threads``: columns decoded on Arrow's thread pool and
+    read with pyarrow's coalescing read cache (faster; for small reads only: the
+    cache keeps every column chunk read until the file is done, and the allocator
+    keeps more memory when batches are decoded on other threads)."""
+    if not groups:
+        return
+    wanted = list(columns)
+    if where is not None:       # the filter's columns are read too, dropped after
+        wanted += [c for c in ("ts_recv", "symbol") if c in schema.names and c not in columns]
+    md = pq.read_metadata(path, filesystem=filesystem)
+    texts = [c for c in wanted if schema.field(c).type == pa.string() and c in md.schema.names]
+    pf = pq.ParquetFile(path, filesystem=filesystem, metadata=md, pre_buffer=threads,
+                        read_dictionary=texts)
     try:
-        md = pf.metadata
-        names = md.schema.names
-        groups = [i for i in range(md.num_row_groups)
-                  if _keep(md.row_group(i), names, lo, hi, symbols)]
-        if not groups:
-            return
-        # the filter's columns are read too, and dropped after filtering
-        wanted = list(columns) + [c for c in ("ts_recv", "symbol")
-                                  if c in schema.names and c not in columns]
-        read = pa.schema([schema.field(c) for c in wanted])
+        read = pa.schema([schema.field(c).with_type(read_type(schema.field(c).type))
+                          for c in wanted])
         present = [c for c in read.names if c in pf.schema_arrow.names]
-        for batch in pf.iter_batches(batch_rows, row_groups=groups, columns=present):
+        for batch in pf.iter_batches(batch_rows, row_groups=list(groups), columns=present,
+                                     use_threads=threads):
             n = batch.num_rows
-            cols = [batch.column(f.name).cast(f.type) if f.name in present
+            cols = [_typed(batch.column(f.name), f.type) if f.name in present
                     else pa.nulls(n, f.type) for f in read]
-            batch = pa.RecordBatch.from_arrays(cols, schema=read).filter(where)
+            batch = pa.RecordBatch.from_arrays(cols, schema=read)
+            if where is not None:
+                batch = batch.filter(where).select(list(columns))
             if batch.num_rows:
-                yield batch.select(list(columns))
+                yield batch
     finally:
         pf.close()

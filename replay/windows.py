@@ -1,30 +1,23 @@
-"""Cutting a day into ``ts_recv`` windows, so a replay's memory does not follow the day.
+"""Cutting a big segment of a day into ``ts_recv`` windows, so a replay's memory
+does not follow the day.
 
-A window is a half-open ``ts_recv`` range; a day's windows tile it. Every row
-belongs to exactly one window, and all rows that share a ``ts_recv`` fall into
-the same one, so sorting each window by the replay key and handing the windows
-out in order gives exactly the whole-day order (ties included: inside a window
-rows keep the order read, file name then row).
+A window is a half-open ``ts_recv`` range; a segment's windows tile it. Every
+row belongs to exactly one window, and all rows that share a ``ts_recv`` fall
+into the same one, so sorting each window by the replay key and handing the
+windows out in order gives exactly the segment's order (ties included: inside a
+window rows keep the order read, file name then row).
 
 The cuts come from the Parquet footers: each row group's row count and its
 ``ts_recv`` min/max, its rows assumed spread evenly over that range. A window
 holds about ``rows`` rows (more where the data is bunched inside a row group).
 
-Two ways to read a day's windows (``Plan``):
-
-- **direct**: each window is a filtered read (row groups pruned by their
-  statistics). Cheap when row groups are narrow in time, as the recorder's
-  rolled files are (arrival order): each row group is decoded about once.
-- **spill**: a sealed day is sorted by symbol, so each row group spans a
-  long time and would be decoded again for every window it overlaps. Instead
-  the day is read once, in order (``replay.stream``), each batch's rows are
-  written to an Arrow IPC file per table in a temporary directory as batches
-  of one window each, and the windows are then read back one at a time. Memory
-  stays at one batch plus one window; the day costs one extra write and read of
-  its decoded rows on local disk.
-
-``plan`` picks spill when direct reads would decode the day's rows more than
-``MAX_REREAD`` times over.
+A sealed day is sorted by symbol, so each row group spans the day and would be
+decoded again for every window it overlaps. Instead the segment is read once,
+in order (``replay.stream``), each batch's rows are written to an Arrow IPC file
+per table in a temporary directory as batches of one window each (``Spill``),
+and the windows are then read back one at a time. Memory stays at one batch
+plus one window; the day costs one extra write and read of its decoded rows on
+local disk.
 """
 
 from __future__ import annotations
@@ -32,17 +25,21 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from replay import gather
+
 WINDOW_ROWS = 32_768
+# The spill writes when this much is pending: more means fewer pieces per window
+# (trades: ~130k rows), less means less memory (its regrouping copies it twice).
+FLUSH_BYTES = 8 << 20
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
-MAX_REREAD = 1.5
 GRID = 4096                       # resolution of the cut search inside a day
 _IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
 
@@ -53,23 +50,6 @@ class Group:
     rows: int
     lo: int
     hi: int
-
-
-def row_groups(dataset: ds.FileSystemDataset, lo: int, hi: int) -> list[Group]:
-    """The row groups of ``dataset`` that can hold rows in [lo, hi) (from the footers;
-    a row group without ``ts_recv`` statistics is taken to span the whole range)."""
-    out = []
-    for frag in dataset.get_fragments():
-        md = frag.metadata
-        names = md.schema.names
-        for i in range(md.num_row_groups):
-            rg = md.row_group(i)
-            span = ts_span(rg, names)
-            if span is None:
-                out.append(Group(rg.num_rows, lo, hi - 1))
-            elif not (span[1] < lo or span[0] >= hi):
-                out.append(Group(rg.num_rows, max(span[0], lo), min(span[1], hi - 1)))
-    return out
 
 
 def ts_span(rg: pq.RowGroupMetaData, names: Sequence[str]) -> tuple[int, int] | None:
@@ -103,91 +83,135 @@ def cuts(groups: Sequence[Group], lo: int, hi: int, rows: int = WINDOW_ROWS) -> 
     return [lo, *inner, hi]
 
 
-def rereads(groups: Sequence[Group], bounds: Sequence[int]) -> float:
-    """Rows decoded by direct window reads, over the rows there are."""
-    total = sum(g.rows for g in groups)
-    if not total:
-        return 1.0
-    edges = np.asarray(bounds[1:-1], np.int64)
-    read = sum(g.rows * (1 + int(np.searchsorted(edges, g.hi, "right")
-                                 - np.searchsorted(edges, g.lo, "right")))
-               for g in groups)
-    return read / total
+class _Codes:
+    """One text column's values across a spill, each with a fixed code: a batch's
+    dictionary column becomes codes into this one dictionary, which only grows, so
+    rows of any batches read back together share it."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.values: list[str] = []
+        self._array: pa.Array | None = None         # ``values`` as Arrow, made on demand
+        self._last: tuple[pa.Array, pa.Array] | None = None    # a dictionary, its codes here
+
+    def encode(self, arr: pa.DictionaryArray) -> pa.Array:
+        if self._last is not None and self._last[0].equals(arr.dictionary):
+            return pc.take(self._last[1], arr.indices)     # batches of one row group
+        mapping = np.empty(len(arr.dictionary), np.int32)
+        for i, value in enumerate(arr.dictionary.to_pylist()):
+            code = self.index.get(value)
+            if code is None:
+                code = self.index[value] = len(self.values)
+                self.values.append(value)
+                self._array = None
+            mapping[i] = code
+        self._last = (arr.dictionary, pa.array(mapping))
+        return pc.take(self._last[1], arr.indices)
+
+    def decode(self, codes: pa.ChunkedArray) -> pa.DictionaryArray:
+        if self._array is None:
+            self._array = pa.array(self.values, pa.string())
+        return pa.DictionaryArray.from_arrays(codes.combine_chunks(), self._array)
 
 
-@dataclass
 class Spill:
-    """Rows routed to windows through one Arrow IPC file per table in a temporary
-    directory: each written batch holds rows of one window, and the batches of
-    each window are listed, so a window is read back batch by batch (any number
-    of windows, one open file per table)."""
-    bounds: Sequence[int]
-    dir: tempfile.TemporaryDirectory[str] = field(
-        default_factory=lambda: tempfile.TemporaryDirectory(prefix="tickrec-replay-"))
-    _writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict)
-    _batches: dict[str, list[list[int]]] = field(default_factory=dict)   # table -> window -> batches
-    _writers_done: bool = False
+    """Rows routed to windows through one Arrow IPC file in a temporary directory:
+    each written batch holds rows of one window, and the batches of each window
+    are listed, so a window is read back batch by batch (any number of windows,
+    one open file). Text read as dictionaries is spilled as codes into one
+    dictionary per column (``_Codes``: an IPC file cannot change a dictionary)."""
 
-    def __post_init__(self) -> None:
-        self._edges = np.asarray(self.bounds[1:-1], np.int64)
+    def __init__(self, bounds: Sequence[int], flush_bytes: int = FLUSH_BYTES) -> None:
+        self.bounds = bounds
+        self.flush_bytes = flush_bytes
+        self._pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        self._pending_bytes = 0
+        self.dir = tempfile.TemporaryDirectory(prefix="tickrec-replay-")
+        self.path = os.path.join(self.dir.name, "rows.arrow")
+        self._edges = np.asarray(bounds[1:-1], np.int64)
+        self._sink: pa.NativeFile | None = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._listed: list[list[int]] = [[] for _ in range(len(bounds) - 1)]  # window -> batches
+        self._codes: dict[str, _Codes] = {}
+        self._schema: pa.Schema | None = None      # of the rows added (text as dictionaries)
 
-    def _path(self, table: str) -> str:
-        return os.path.join(self.dir.name, f"{table}.arrow")
-
-    def add(self, table: str, batch: pa.RecordBatch) -> None:
-        """Route ``batch``'s rows to their windows, keeping their order inside each."""
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Route ``batch``'s rows to their windows, keeping their order inside each.
+        Rows are held until ``flush_bytes`` are pending, then written window by window."""
         if not batch.num_rows:
             return
         ts = batch.column("ts_recv").cast(pa.int64()).to_numpy()
-        window = np.searchsorted(self._edges, ts, "right")
-        starts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        if len(starts) * 64 > len(window):
-            # Many short runs (an unsorted file): regroup by window with one take.
+        batch = self._encoded(batch)
+        self._pending.append((batch, np.searchsorted(self._edges, ts, "right")))
+        self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= self.flush_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        """The pending rows regrouped by window (one stable gather) and written as one
+        batch per window: a window is read back in as many pieces as there were
+        flushes, however many symbols' runs it holds."""
+        if not self._pending:
+            return
+        rows = pa.Table.from_batches([b for b, _ in self._pending]).combine_chunks()
+        window = np.concatenate([w for _, w in self._pending])
+        self._pending, self._pending_bytes = [], 0
+        if (window[1:] < window[:-1]).any():
             order = np.argsort(window, kind="stable")
-            batch, window = batch.take(pa.array(order)), window[order]
-            starts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        # Runs of one window, written as zero-copy slices (sealed files: a symbol's
-        # rows are in time order, so each symbol gives one run per window).
-        writer = self._writers.get(table)
-        if writer is None:
-            writer = self._writers[table] = pa.ipc.new_file(self._path(table), batch.schema,
-                                                            options=_IPC)
-            self._batches[table] = [[] for _ in range(len(self.bounds) - 1)]
-        listed = self._batches[table]
-        bounds = [0, *starts.tolist(), len(window)]
-        for a, b in pairwise(bounds):
-            listed[int(window[a])].append(writer.stats.num_record_batches)
-            writer.write_batch(batch.slice(a, b - a))
+            rows, window = gather.take(rows, order), window[order]
+        if self._writer is None:
+            self._sink = pa.BufferedOutputStream(pa.OSFile(self.path, "wb"), 1 << 20)
+            self._writer = pa.ipc.new_file(self._sink, rows.schema, options=_IPC)
+        starts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        for a, b in pairwise([0, *starts.tolist(), len(window)]):
+            self._listed[int(window[a])].append(self._writer.stats.num_record_batches)
+            self._writer.write_table(rows.slice(a, b - a), max_chunksize=b - a)
+
+    def _encoded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self._schema is None:
+            self._schema = batch.schema
+            for f in batch.schema:
+                if pa.types.is_dictionary(f.type):
+                    self._codes[f.name] = _Codes()
+        if not self._codes:
+            return batch
+        cols = [self._codes[f.name].encode(batch.column(i)) if f.name in self._codes
+                else batch.column(i) for i, f in enumerate(batch.schema)]
+        return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
     def _finish(self) -> None:
-        writers, self._writers_done = self._writers, True
-        for w in writers.values():
-            w.close()
+        self._flush()
+        writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
+        if writer is not None:
+            writer.close()
+        if sink is not None:
+            sink.close()
 
     def close(self) -> None:
-        """Remove the files (also after a failure half way)."""
+        """Remove the file (also after a failure half way)."""
+        self._pending = []
         try:
-            if not self._writers_done:
-                self._finish()
+            self._finish()
         finally:
             self.dir.cleanup()
 
-    def windows(self, tables: Sequence[str]) -> Iterator[list[tuple[str, pa.Table]]]:
-        """Each window's parts, in window order; the files are deleted at the end."""
+    def windows(self) -> Iterator[pa.Table]:
+        """Each window's rows (windows without rows left out), in window order; the
+        file is deleted at the end."""
+        has_rows = self._schema is not None
         self._finish()
-        files = {t: pa.OSFile(self._path(t)) for t in tables if t in self._writers}
+        if not has_rows:
+            self.dir.cleanup()
+            return
+        fh = pa.OSFile(self.path)
         try:
-            readers = {t: pa.ipc.open_file(fh) for t, fh in files.items()}
-            for window in range(len(self.bounds) - 1):
-                parts = []
-                for table, reader in readers.items():
-                    listed = self._batches[table][window]
-                    if listed:
-                        parts.append((table, pa.Table.from_batches(
-                            [reader.get_batch(i) for i in listed], reader.schema)))
-                if parts:
-                    yield parts
+            reader = pa.ipc.open_file(fh)
+            for listed in self._listed:
+                if listed:
+                    t = pa.Table.from_batches([reader.get_batch(i) for i in listed], reader.schema)
+                    for name, codes in self._codes.items():
+                        t = t.set_column(t.schema.get_field_index(name), name, codes.decode(t.column(name)))
+                    yield t
         finally:
-            for fh in files.values():
-                fh.close()
+            fh.close()
             self.dir.cleanup()

@@ -1,0 +1,50 @@
+"""``take`` of a table's rows, with list columns of one width gathered as blocks.
+
+Arrow's ``take`` builds a list column's result row by row (new offsets, then the
+values of each list): for 5-level book columns that is most of a replay's
+gathering time. A list column whose lists all have one width and no nulls (book
+levels) is a 2-D block of values: it is gathered as a fixed-size list (one
+fixed-width gather of the values) and turned back into a list column, the
+same values and type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+
+def _uniform_width(arr: pa.Array) -> int | None:
+    """The width of every list in ``arr`` when they are all equal and not null."""
+    if not pa.types.is_list(arr.type) or arr.null_count or not len(arr):
+        return None
+    offsets = arr.offsets.to_numpy()
+    width = int(offsets[1] - offsets[0])
+    if width <= 0 or int(offsets[-1] - offsets[0]) != width * len(arr):
+        return None
+    return width if (np.diff(offsets) == width).all() else None
+
+
+def _take_list(arr: pa.Array, indices: Any) -> pa.Array:
+    width = _uniform_width(arr)
+    if width is None or arr.values.null_count:
+        return arr.take(indices)
+    first = arr.offsets[0].as_py()
+    values = arr.values.slice(first, width * len(arr))
+    taken = pa.FixedSizeListArray.from_arrays(values, width).take(indices)
+    n = len(taken)
+    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, taken.values, type=arr.type)
+
+
+def take(table: pa.Table, indices: Any) -> pa.Table:
+    """``table.take(indices)`` (``table`` with one chunk per column, or none)."""
+    cols = []
+    for col in table.columns:
+        if pa.types.is_list(col.type) and col.num_chunks == 1:
+            cols.append(_take_list(col.chunk(0), indices))
+        else:
+            cols.append(col.take(indices))
+    return pa.Table.from_arrays(cols, schema=table.schema)
