@@ -47,9 +47,11 @@ Two outputs:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,11 @@ _FORMAT = ds.ParquetFileFormat(
 # hold hundreds of MB of decoded rows for a busy day.
 READAHEAD: dict[str, Any] = {"batch_readahead": 1, "fragment_readahead": 1}
 SPILL_BATCH_ROWS = 16_384      # the spill pass's batches (replay.stream)
+
+
+def _young_collections() -> int:
+    """How many generation-0 collections the process has run."""
+    return int(gc.get_stats()[0]["collections"])
 
 
 def wide_schema(tables: Sequence[str]) -> pa.Schema:
@@ -423,13 +430,35 @@ class Scan:
             yield piece.build(self.venue)
 
     def __iter__(self) -> Iterator[Any]:
-        # Each record is made when it is taken (``Piece.records``), pieces of a few
-        # thousand rows gathered at a time: a consumer that drops the records keeps
-        # the live containers flat, so the cyclic collector is not set off (it was a
-        # collection over every 4,096-record chunk: 25-30% of the time), and the
-        # values are still in the CPU caches when they are handed out.
-        return chain.from_iterable(piece.records(self.venue)
-                                   for piece in self.iter_pieces(min(self.chunk_rows, BUILD_ROWS)))
+        return chain.from_iterable(self._runs())
+
+    def _runs(self) -> Iterator[Iterable[Any]]:
+        """The records of each piece (a few thousand rows), made in the way that suits
+        the consumer, which is watched as it goes:
+
+        - while it drops the records as it takes them: made one at a time
+          (``Piece.records``). The live containers stay flat, so the cyclic collector
+          never runs (it was one collection over every 4,096-record chunk: 25-30 %
+          of the time), and the values are still in the CPU caches when handed out;
+        - once young collections ran during a piece (two or more: one can be the
+          scan's own set-up; the consumer keeps records, or makes containers of its
+          own): built as a list with the collector paused
+          (``Piece.build``: one collection per list instead of one per 700 new
+          containers), until a list's first record is found dropped again.
+
+        The collector's settings are never touched, only paused around a build."""
+        keeping = False
+        for piece in self.iter_pieces(min(self.chunk_rows, BUILD_ROWS)):
+            if keeping:
+                chunk = piece.build(self.venue)
+                yield chunk
+                # Held by ``chunk`` and by getrefcount's argument only: dropped.
+                keeping = len(chunk) > 1 and sys.getrefcount(chunk[0]) > 2
+                del chunk
+            else:
+                before = _young_collections()
+                yield piece.records(self.venue)
+                keeping = _young_collections() - before > 1
 
     # -- Arrow -------------------------------------------------------------------------
     def schema(self, columns: Sequence[str] | None = None) -> pa.Schema:
