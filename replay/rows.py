@@ -19,18 +19,19 @@ through the slot descriptor. Either gives the very same object (``type(o) is
 Trade``, equal to the ``__init__``-built one). Classes that have a
 ``__post_init__`` or no slots fall back to the keyword constructor.
 
-Two ways out. ``Columns.build`` makes a list of records (the paced feed's
-buffer, ``Scan.iter_chunks``); the cyclic garbage collector is paused while it
-runs (process-wide, for the milliseconds a chunk takes; switched back on only if
-it was on): the records and the lists of ``book`` rows are acyclic, and letting
-the collector rescan tens of thousands of fresh containers again and again costs
-more than the conversion itself (book lists: 0.7 → 3 M lists/s). The first
-allocation after it still sets off one collection over the whole new chunk.
-``Columns.records`` (iteration, ``replay_sync``) gathers the column values the
-same way but makes each record only when it is taken (a generator over the same
-loop), and the row lists of list columns a block of ``LIST_BLOCK_ROWS`` at a
-time: a consumer that drops each record before the next keeps the count of live
-containers flat, so the collector has nothing to do and is left as it is.
+Two ways out. ``Columns.build`` makes a list of records (the feed's buffer,
+``Scan.iter_chunks``, iteration for a consumer that keeps them); the cyclic
+garbage collector is paused while it runs (process-wide, for the milliseconds a
+chunk takes; switched back on only if it was on): the records and the lists of
+``book`` rows are acyclic, and letting the collector rescan tens of thousands of
+fresh containers again and again costs more than the conversion itself (book
+lists: 0.7 → 3 M lists/s). The first allocation after it still sets off one
+collection over the whole new chunk. ``Columns.records`` (iteration,
+``replay_sync``) gathers the column values the same way but makes each record
+only when it is taken (a generator over the same loop), and the row lists of
+list columns a block of ``LIST_BLOCK_ROWS`` at a time: a consumer that drops
+each record before the next keeps the count of live containers flat, so the
+collector has nothing to do and is left as it is.
 """
 
 from __future__ import annotations

@@ -452,7 +452,8 @@ class Scan:
             if keeping:
                 chunk = piece.build(self.venue)
                 yield chunk
-                # Held by ``chunk`` and by getrefcount's argument only: dropped.
+                # 2 = held by ``chunk`` and getrefcount's argument only: the consumer
+                # dropped it (a list of one: its last record is still its loop variable).
                 keeping = len(chunk) > 1 and sys.getrefcount(chunk[0]) > 2
                 del chunk
             else:
