@@ -5,6 +5,8 @@ every part once, in the replay order (the records built from pieces: test_replay
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,57 +115,58 @@ def test_lazy_level_lists_are_the_lists(n: int, data: Any) -> None:
     assert list(picker(arr, lazy=True)(slice(None))) == values.tolist()
 
 
-def test_iteration_leaves_the_collector_alone(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bench_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
+    """A sealed and a rolled bench day (20,640 trades and books), and their records as
+    the list path (``iter_chunks``) builds them."""
+    root = tmp_path_factory.mktemp("bench")
+    make_day(root, 0, 10_000, "sealed", row_group_rows=4_096)
+    make_day(root, 1, 10_000, "rolled")
+    return root, [e for chunk in Scan(root, "alltick").iter_chunks() for e in chunk]
+
+
+@contextmanager
+def collections() -> Iterator[list[int]]:
+    """The generations of the collections that run in the block (none pending before)."""
+    out: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            out.append(info["generation"])
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        yield out
+    finally:
+        gc.callbacks.remove(count)
+
+
+def test_iteration_leaves_the_collector_alone(bench_days: tuple[Path, list[Any]]) -> None:
     """Replay as objects, records dropped as they come: the records are the ones the
     list path builds, in the same order, and the collector does not run once per
     chunk (20,640 events: 4,096-record chunks built at once set off 10 collections,
     each over a whole chunk; now at most one, for the scan's own set-up)."""
-    make_day(tmp_path, 0, 10_000, "sealed", row_group_rows=4_096)
-    make_day(tmp_path, 1, 10_000, "rolled")
-    want = [e for chunk in Scan(tmp_path, "alltick").iter_chunks() for e in chunk]
-    collections = []
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            collections.append(info["generation"])
-    gc.collect()
-    gc.callbacks.append(count)
-    try:
+    root, want = bench_days
+    with collections() as ran:
         n, first, last = 0, None, None
-        for e in replay_sync(tmp_path, "alltick"):
+        for e in replay_sync(root, "alltick"):
             first = first or e
             last, n = e, n + 1
-    finally:
-        gc.callbacks.remove(count)
-    assert len(collections) <= 1
+    assert len(ran) <= 1
     assert n == len(want) and first == want[0] and last == want[-1]
-    assert list(replay_sync(tmp_path, "alltick")) == want       # the bench data has no NaN
+    assert list(replay_sync(root, "alltick")) == want       # the bench data has no NaN
 
 
 def test_a_consumer_that_keeps_the_records_gets_them_built_in_lists(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kept records: after the first young collection the pieces are built as lists
+        bench_days: tuple[Path, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept records: after the first young collections the pieces are built as lists
     with the collector paused (one collection per list), far fewer collections than
     records made one at a time (one per 700 new containers); the same records."""
-    make_day(tmp_path, 0, 10_000, "sealed", row_group_rows=4_096)
-    make_day(tmp_path, 1, 10_000, "rolled")
-    want = [e for chunk in Scan(tmp_path, "alltick").iter_chunks() for e in chunk]
-    collections = []
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            collections.append(info["generation"])
-
-    def kept() -> tuple[list[Any], int]:
-        gc.collect()
-        collections.clear()
-        gc.callbacks.append(count)
-        try:
-            return list(replay_sync(tmp_path, "alltick")), len(collections)
-        finally:
-            gc.callbacks.remove(count)
-    adaptive, n_adaptive = kept()
+    root, want = bench_days
+    with collections() as watched:
+        kept = list(replay_sync(root, "alltick"))
     monkeypatch.setattr(scan, "_young_collections", lambda: 0)     # never switch
-    lazy, n_lazy = kept()
-    assert adaptive == want and lazy == want
-    assert n_adaptive * 2 < n_lazy
+    with collections() as one_at_a_time:
+        kept_lazy = list(replay_sync(root, "alltick"))
+    assert kept == want and kept_lazy == want
+    assert len(watched) * 2 < len(one_at_a_time)
