@@ -19,6 +19,12 @@ the rounds interleaved so load changes hit every path alike):
   same generated builders (``object.__new__`` plus one slot store per field)
   from ready Python lists: the lists are made outside the timing, batch by
   batch. What making the objects alone costs; replay can only add to it.
+- **read** (not a baseline, a part of ours): the replay's reading and ordering
+  alone, ``Scan.iter_pieces`` with no record made. The objects path must read and
+  build, so it cannot beat the **bound** ``1 / (1/read + 1/limit)``; what it loses
+  to the bound is making the values (numbers, texts, level lists) and iterating.
+
+Run alone: ``PYTHONPATH=. python -m benchmarks.replay_speed [ROWS_PER_DAY]``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import pyarrow.parquet as pq
 import replay
 from benchmarks.replay_store import make_day
 from replay.rows import BUILDERS, RECORD_COLUMNS, column_values
+from replay.scan import BUILD_ROWS, Scan
 
 
 def _texts(path: Path) -> list[str]:
@@ -89,6 +96,8 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
     paths: dict[str, Callable[[], tuple[int, float]]] = {
         f"pyarrow {way}": lambda way=way: _pyarrow(files, way) for way in PYARROW_WAYS}
     paths["limit"] = lambda: _object_limit(files, table)
+    paths["read"] = lambda: _timed(lambda: sum(
+        len(p) for p in Scan(root, "alltick", tables=[table]).iter_pieces(BUILD_ROWS)))
     paths["objects"] = lambda: _timed(lambda: sum(
         1 for _ in replay.replay_sync(root, "alltick", tables=[table])))
     paths["batches"] = lambda: _timed(lambda: sum(
@@ -98,7 +107,8 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
 
 def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
     """Rates (rows or events per second) per table: ``{t}_objects``, ``{t}_batches``,
-    ``{t}_baseline`` (best pyarrow way, named by ``{t}_baseline_way``), ``{t}_limit``."""
+    ``{t}_baseline`` (best pyarrow way, named by ``{t}_baseline_way``), ``{t}_limit``,
+    ``{t}_read`` and ``{t}_bound`` (see the module doc)."""
     out: dict[str, Any] = {"rows_per_day": rows_per_day}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -115,8 +125,9 @@ def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
             out[f"{table}_baseline"] = best[f"pyarrow {way}"]
             out[f"{table}_baseline_way"] = way
             out[f"{table}_pyarrow"] = {w: best[f"pyarrow {w}"] for w in PYARROW_WAYS}
-            for name in ("limit", "objects", "batches"):
+            for name in ("limit", "read", "objects", "batches"):
                 out[f"{table}_{name}"] = best[name]
+            out[f"{table}_bound"] = 1 / (1 / best["read"] + 1 / best["limit"])
     return out
 
 

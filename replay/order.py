@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import call
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,17 @@ class Piece:
             return cols.build(venue, idx)
         nexts = [iter(cols.build(venue, idx) if n else ()).__next__ for cols, idx, n in self.picks]
         return [nexts[p]() for p in self.which]
+
+    def records(self, venue: str) -> Iterator[Any]:
+        """The records of ``build``, made one at a time as they are taken
+        (``Columns.records`` per part, interleaved by ``which``)."""
+        if self.which is None:
+            cols, idx, _ = self.picks[0]
+            return cols.records(venue, idx)
+        # A part with no rows in this piece gets None: ``which`` never names it.
+        nexts: list[Any] = [cols.records(venue, idx).__next__ if n else None
+                            for cols, idx, n in self.picks]
+        return map(call, map(nexts.__getitem__, self.which))
 
 
 def merge(parts: list[tuple[str, pa.Table]], keys: Sequence[str]) -> Merged:

@@ -19,11 +19,19 @@ through the slot descriptor. Either gives the very same object (``type(o) is
 Trade``, equal to the ``__init__``-built one). Classes that have a
 ``__post_init__`` or no slots fall back to the keyword constructor.
 
-The cyclic garbage collector is paused while one chunk is converted and built
-(process-wide, for the tens of milliseconds a chunk takes; it is switched back
-on only if it was on): the records and the lists of ``book`` rows are acyclic,
-and letting the collector rescan tens of thousands of fresh containers again and
-again costs more than the conversion itself (book lists: 0.7 → 3 M lists/s).
+Two ways out. ``Columns.build`` makes a list of records (the feed's buffer,
+``Scan.iter_chunks``, iteration for a consumer that keeps them); the cyclic
+garbage collector is paused while it runs (process-wide, for the milliseconds a
+chunk takes; switched back on only if it was on): the records and the lists of
+``book`` rows are acyclic, and letting the collector rescan tens of thousands of
+fresh containers again and again costs more than the conversion itself (book
+lists: 0.7 → 3 M lists/s). The first allocation after it still sets off one
+collection over the whole new chunk. ``Columns.records`` (iteration,
+``replay_sync``) gathers the column values the same way but makes each record
+only when it is taken (a generator over the same loop), and the row lists of
+list columns a block of ``LIST_BLOCK_ROWS`` at a time: a consumer that drops
+each record before the next keeps the count of live containers flat, so the
+collector has nothing to do and is left as it is.
 """
 
 from __future__ import annotations
@@ -31,10 +39,11 @@ from __future__ import annotations
 import base64
 import gc
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from itertools import pairwise
+from functools import cached_property
+from itertools import chain, pairwise
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,6 +105,7 @@ class RawRow:
 
 RAW_COLUMNS: tuple[str, ...] = tuple(RAW.names)
 Builder = Callable[..., list[Any]]
+Each = Callable[..., Iterator[Any]]
 RECORD_CLASSES: dict[str, type] = {**EVENT_CLASSES, "raw": RawRow}
 RECORD_COLUMNS: dict[str, tuple[str, ...]] = {**EVENT_COLUMNS, "raw": RAW_COLUMNS}
 
@@ -108,8 +118,9 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     raise AttributeError(name)
 
 
-def _compile(cls: type, columns: Sequence[str]) -> Builder:
-    """``make(venue, col0, col1, ...)``: one record per row of the column lists."""
+def _compile(cls: type, columns: Sequence[str]) -> tuple[Builder, Each]:
+    """``make(venue, col0, col1, ...)``: one record per row of the columns, as a list;
+    ``each(...)``: the same records one at a time (a generator over the same loop)."""
     args = [f"c{i}" for i in range(len(columns))]
     arglist = ", ".join(args)
     names = {f.name for f in fields(cls)}
@@ -128,23 +139,25 @@ def _compile(cls: type, columns: Sequence[str]) -> Builder:
             glb[f"s_{i}"] = _slot_setter(cls, col)
             sets.append(f"s_{i}(o, c{i})")
     if slotted:
-        src = (f"def make(venue, {arglist}):\n"
-               f"    out = []\n"
-               f"    ap = out.append\n"
-               f"    for {arglist}, in zip({arglist}):\n"
-               f"        o = new(cls); {'; '.join(sets)}; ap(o)\n"
-               f"    return out\n")
+        made = f"o = new(cls); {'; '.join(sets)}"
     else:
         kws = ", ".join(f"{col}=c{i}" for i, col in enumerate(columns))
-        src = (f"def make(venue, {arglist}):\n"
-               f"    return [cls(venue=venue, {kws}) for {arglist}, in zip({arglist})]\n")
+        made = f"o = cls(venue=venue, {kws})"
+    loop = f"    for {arglist}, in zip({arglist}):\n        {made}\n"
+    src = (f"def make(venue, {arglist}):\n    out = []\n    ap = out.append\n"
+           f"{loop}        ap(o)\n    return out\n"
+           f"def each(venue, {arglist}):\n{loop}        yield o\n")
     exec(src, glb)  # noqa: S102 - generated from field names only
-    return glb["make"]  # type: ignore[no-any-return]
+    return glb["make"], glb["each"]
 
 
-BUILDERS: dict[str, Builder] = {
-    name: _compile(RECORD_CLASSES[name], cols) for name, cols in RECORD_COLUMNS.items()}
+_COMPILED = {name: _compile(RECORD_CLASSES[name], cols) for name, cols in RECORD_COLUMNS.items()}
+BUILDERS: dict[str, Builder] = {name: make for name, (make, _) in _COMPILED.items()}
+EACH: dict[str, Each] = {name: each for name, (_, each) in _COMPILED.items()}
 _ALL = slice(None)
+# Row lists a lazy list column makes at a time: 4 level columns of a book then make
+# 512 lists at once, below the collector's default generation-0 threshold (700).
+LIST_BLOCK_ROWS = 128
 
 
 @contextmanager
@@ -161,6 +174,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 Picker = Callable[[Any], list[Any]]
+Values = Callable[[Any], Iterable[Any]]      # a picker, or a lazy one (``picker``)
 
 
 def _count(n: int, idx: Any) -> int:
@@ -217,10 +231,18 @@ def _texts(arr: pa.Array) -> Picker:
     return lambda idx: table[codes[idx]].tolist()
 
 
-def _lists(arr: pa.Array) -> Picker:
+def _row_lists(grid: np.ndarray) -> Iterator[list[Any]]:
+    """The rows of a 2-D array as lists, made ``LIST_BLOCK_ROWS`` at a time (``tolist``
+    of a block) as the iteration reaches them."""
+    return chain.from_iterable(grid[a:a + LIST_BLOCK_ROWS].tolist()
+                               for a in range(0, len(grid), LIST_BLOCK_ROWS))
+
+
+def _lists(arr: pa.Array, lazy: bool) -> Values:
     """A list column. Lists of one width with no nulls (book levels) are a 2-D numpy
-    array whose ``tolist`` makes the row lists in C; otherwise the values are
-    flattened once and cut into lists by their offsets."""
+    array whose ``tolist`` makes the row lists in C (``lazy``: a block at a time,
+    ``_row_lists``); otherwise the values are flattened once and cut into lists by
+    their offsets."""
     flat = arr.flatten()
     if flat.null_count or not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
         return _pick_list(arr.to_pylist())
@@ -228,6 +250,8 @@ def _lists(arr: pa.Array) -> Picker:
     widths = np.diff(arr.offsets.to_numpy())
     if not arr.null_count and len(widths) and widths[0] > 0 and (widths == widths[0]).all():
         grid = values.reshape(len(arr), int(widths[0]))
+        if lazy:
+            return lambda idx: _row_lists(grid[idx])
         return lambda idx: grid[idx].tolist()
     flat_list = values.tolist()
     offsets = arr.offsets.to_numpy()
@@ -243,11 +267,13 @@ def _is_number(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t)
 
 
-def picker(arr: pa.Array) -> Picker:
+def picker(arr: pa.Array, lazy: bool = False) -> Values:
     """``pick(idx)``: the values of rows ``idx`` (a numpy index array or a slice) of
     ``arr`` as a Python list, exactly as ``to_pylist`` gives them except that
     timestamps are int ns; built with numpy/Arrow loops, not per-value Python calls.
-    The preparation (numpy views, dictionary) is done once, here."""
+    The preparation (numpy views, dictionary) is done once, here. ``lazy``: list
+    columns of one width give an iterator over the same lists instead, which makes
+    them a block at a time (``_row_lists``)."""
     n = len(arr)
     if arr.null_count == n:
         return lambda idx: [None] * _count(n, idx)
@@ -259,7 +285,7 @@ def picker(arr: pa.Array) -> Picker:
     if pa.types.is_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)):
         return _texts(arr)
     if pa.types.is_list(t):
-        return _lists(arr)
+        return _lists(arr, lazy)
     return _pick_list(arr.to_pylist())
 
 
@@ -286,14 +312,28 @@ class Columns:
     def __init__(self, name: str, table: pa.Table | pa.RecordBatch) -> None:
         self.name = name
         self.rows = table.num_rows
-        cols = [table.column(c) for c in RECORD_COLUMNS[name]]
-        self._pickers = [picker(_one_chunk(c) if isinstance(c, pa.ChunkedArray) else c)
-                         for c in cols]
+        self._arrays = [_one_chunk(c) if isinstance(c, pa.ChunkedArray) else c
+                        for c in (table.column(c) for c in RECORD_COLUMNS[name])]
+
+    @cached_property
+    def _pickers(self) -> list[Values]:
+        return [picker(a) for a in self._arrays]
+
+    @cached_property
+    def _lazy(self) -> list[Values]:
+        return [picker(a, lazy=True) for a in self._arrays]
 
     def build(self, venue: str, idx: Any = _ALL) -> list[Any]:
         """Records of rows ``idx`` (numpy indices or a slice; default all), in that order."""
         with _gc_paused():
             return BUILDERS[self.name](venue, *[pick(idx) for pick in self._pickers])
+
+    def records(self, venue: str, idx: Any = _ALL) -> Iterator[Any]:
+        """The records of ``build``, made one at a time as they are taken (the column
+        values are gathered here, at once). A consumer that drops each record before
+        taking the next keeps the number of live containers flat, so this path
+        does not set off the cyclic collector (whose settings it leaves alone)."""
+        return EACH[self.name](venue, *[pick(idx) for pick in self._lazy])
 
 
 def build(name: str, venue: str, table: pa.Table | pa.RecordBatch) -> list[Any]:

@@ -24,7 +24,7 @@ from replay.digest import replay_sync
 from replay.feed import ReplayFeed
 from replay.order import is_sorted
 from replay.params import parse_time
-from replay.rows import RawRow, _compile, build
+from replay.rows import Columns, RawRow, _compile, build
 from replay.scan import Scan, wide_schema
 from schemas.errors import ConfigError, StoreError
 from schemas.events import EVENT_CLASSES, EVENT_COLUMNS, Bar, Book, Gap, RawRecord, Ticker, Trade
@@ -162,8 +162,11 @@ def test_builders_make_the_objects_init_makes() -> None:
     events = make_events()
     for name, cls in EVENT_CLASSES.items():
         mine = [e for e in events if e.TABLE == name]
-        built = build(name, VENUE, to_arrow(name, [row_of(e) for e in mine]))
+        table = to_arrow(name, [row_of(e) for e in mine])
+        built = build(name, VENUE, table)
         assert all(type(b) is cls for b in built) and jsons(built) == jsons(mine)
+        records = list(Columns(name, table).records(VENUE))
+        assert all(type(r) is cls for r in records) and jsons(records) == jsons(mine)
 
     @dataclass(frozen=True, slots=True, kw_only=True)
     class Checked:
@@ -173,10 +176,13 @@ def test_builders_make_the_objects_init_makes() -> None:
         def __post_init__(self) -> None:
             if self.a < 0:
                 raise ValueError("negative")
-    make = _compile(Checked, ["a"])                 # __post_init__: the keyword path
+    make, each = _compile(Checked, ["a"])           # __post_init__: the keyword path
     assert make("v", [1, 2]) == [Checked(venue="v", a=1), Checked(venue="v", a=2)]
+    assert list(each("v", iter([1, 2]))) == make("v", [1, 2])
     with pytest.raises(ValueError):
         make("v", [-1])
+    with pytest.raises(ValueError):
+        list(each("v", [-1]))
 
 
 def test_hidden_temp_files_are_never_read(store: tuple[Path, list[Any]]) -> None:
