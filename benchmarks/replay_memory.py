@@ -11,6 +11,9 @@ importing the same modules first, and report their peak RSS (``VmHWM``):
 - ``objects``: ``replay.replay_sync`` over the first ``object_rows`` events
   (Python objects are built at well under a million a second here, so a prefix).
 
+Each child puts Arrow on the system pool first (``replay.use_system_pool``), as
+``tickrec replay`` does; the pyarrow floor runs on the same allocator.
+
 Run as a module to read one way: ``python -m benchmarks.replay_memory ROOT MODE [LIMIT]``.
 """
 
@@ -39,6 +42,7 @@ def _child(root: Path, mode: str, limit: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     import replay
+    replay.use_system_pool()        # as `tickrec replay` runs; the same for the pyarrow floor
     base = _hwm_mb()
     t0 = time.perf_counter()
     if mode.startswith("pyarrow"):

@@ -13,6 +13,7 @@ In process (this package's public API)::
 - ``replay_sync(...)``: the same stream unpaced, as a plain iterator.
 - ``iter_batches(...)``: the same rows as sorted ``pyarrow.RecordBatch``es.
 - ``digest(events)`` / ``adigest(feed)``: sha256 of the stream's JSON lines.
+- ``use_system_pool()``: the allocator a long replay should run on (less memory).
 
 On the wire: ``replay.serve.ReplayServer`` (``tickrec serve``) serves the store's
 recorded frames in the venue's own protocol to unmodified vendor clients (see
@@ -57,6 +58,19 @@ def open(root: str | os.PathLike[str], venue: str, *,
                       clock=clock, kind=kind, tables=tables, precise=precise)
 
 
+def use_system_pool() -> None:
+    """Put this process's Arrow buffers on the C allocator (the system pool).
+
+    A replay frees and reallocates windows of rows all day long. Arrow's default
+    pool (mimalloc) keeps much of what is freed: streaming two 10M-row sealed days
+    of trades and books peaked at 322 MB on it and at 245 MB on the system pool,
+    at the same speed (docs/benchmarks.md, "Replay"). ``tickrec replay`` and
+    ``tickrec serve`` call this; a program replaying in process may, before it
+    allocates anything (or set ``ARROW_DEFAULT_MEMORY_POOL=system``).
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def iter_batches(root: str | os.PathLike[str], venue: str, *,
                  symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
                  kind: str = "events", tables: str | Sequence[str] | None = None,
@@ -68,4 +82,4 @@ def iter_batches(root: str | os.PathLike[str], venue: str, *,
 
 
 __all__ = ["RawRow", "ReplayFeed", "Scan", "VirtualClock", "WallClock", "adigest", "digest",
-           "iter_batches", "open", "replay_sync"]
+           "iter_batches", "open", "replay_sync", "use_system_pool"]

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import math
 import random
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -572,3 +574,10 @@ def test_filters_property(evs: list[Any], seed: int, symbols: list[str] | None, 
         write_store(root, evs, random.Random(seed), files=2)
         got = list(replay_sync(root, VENUE, symbols=symbols, start=start, end=end, tables=tables))
         assert jsons(got) == jsons(want)
+
+
+def test_use_system_pool_puts_arrow_on_the_c_allocator() -> None:
+    code = ("import pyarrow as pa, replay; replay.use_system_pool(); "
+            "print(pa.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "system"

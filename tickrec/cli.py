@@ -275,6 +275,7 @@ def replay(venue: str, root: str | None, symbols: str | None, start: str | None,
     import replay as replay_pkg
     from tickrec.replaying import replay_to
 
+    replay_pkg.use_system_pool()
     store = resolve_root(root, must_exist=True)
     feed = replay_pkg.open(store, venue, symbols=symbols_list(symbols) or None, start=start,
                            end=end, speed=speed, clock=clock, kind=kind)
@@ -304,7 +305,9 @@ def serve(venue: str, root: str | None, host: str, port: int, speed: str, start:
     subscribe, paced by --speed; at the end of the range the server closes the
     connection. Set TICKREC_SERVE_TOKEN to reject clients with another token.
     """
+    import replay as replay_pkg
     from replay.serve import ReplayServer
+    replay_pkg.use_system_pool()
     server = ReplayServer(resolve_root(root, must_exist=True), venue, host=host, port=port,
                           speed=speed, start=start, end=end, symbols=symbols_list(symbols) or None,
                           token=os.environ.get("TICKREC_SERVE_TOKEN") or None,
