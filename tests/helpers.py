@@ -10,8 +10,76 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from recorder.capture import RecvClock
 from recorder.live import Recorder
 from replay.sim.server import Simulator, make_adapter
+
+
+class MidnightClock(RecvClock):
+    """Receive times a minute before ``midnight`` until ``cross()``, then from
+    ``midnight`` on (both in real time): the test, not the machine's speed, decides
+    which records fall on which day. Strictly increasing, like any RecvClock."""
+
+    def __init__(self, midnight: int) -> None:
+        super().__init__(midnight - 60_000_000_000)
+        self.midnight = midnight
+        self.crossed = False
+
+    def cross(self) -> None:
+        """The next record is the first after midnight."""
+        if not self.crossed:
+            self._wall0, self._mono0 = max(self.midnight, self.last + 1), time.monotonic_ns()
+            self.crossed = True
+
+
+async def record_across_midnight(root: Path | str, symbols: list[str], midnight: int, *,
+                                 rows: int = 100, deadline: float = 60.0,
+                                 **rec_kw: Any) -> Recorder:
+    """Record the simulator (AllTick) across ``midnight`` so that each of the two days
+    holds at least ``rows`` trades and ``rows`` book rows, however slow the machine.
+
+    A ``RecvClock(midnight - lead)`` instead splits the capture by elapsed time: on a
+    loaded machine the recorder may still be subscribing ``lead`` after the clock was
+    made (AllTick's trade subscription follows the depth one by the vendor's request
+    interval), the first day gets no trades, and a seal test reading its manifest
+    failed with ``KeyError: 'trades'``. Here the clock crosses midnight once the
+    first day's rows are in (``MidnightClock.cross``), and the recording stops once
+    the second day's are; both waits poll, up to ``deadline`` seconds in all."""
+    adapter = make_adapter("alltick")
+    sim = Simulator(adapter, symbols, rate=300, seed=7)
+    clock = MidnightClock(midnight)
+    await sim.start()
+    rec = Recorder("alltick", sim.url, symbols, root, flush_seconds=1.0, reconnect_min=0.2,
+                   clock=clock, **rec_kw)
+    task = asyncio.create_task(rec.run())
+
+    def counts() -> tuple[int, int]:
+        """(trades, book) rows of every record stamped so far (pending pushes decoded:
+        this runs between the recorder's callbacks, on its loop)."""
+        if rec.capture is None:
+            return 0, 0
+        rec.capture.decode_pending(deliver=False)
+        done = rec.capture.norm.rows_by_table
+        return done.get("trades", 0), done.get("book", 0)
+
+    try:
+        until, want = time.monotonic() + deadline, (rows, rows)
+        for day in (1, 2):
+            while (got := counts())[0] < want[0] or got[1] < want[1]:
+                assert not task.done() and time.monotonic() < until, (
+                    f"day {day}: {got} (trades, book) rows of {want} after {deadline}s")
+                await asyncio.sleep(0.05)
+            if day == 1:
+                clock.cross()
+                want = (got[0] + rows, got[1] + rows)
+        rec.stop()
+        await asyncio.wait_for(asyncio.shield(task), 15)
+    finally:
+        await sim.stop()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return rec
 
 
 def read_table(root: Path, table: str) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from recorder.capture import RecvClock
 from replay import digest, replay_sync
 from schemas.events import Trade
 from storage.catalog import connect, run_query
@@ -30,7 +29,7 @@ from storage.journal import read_journal
 from storage.layout import DAY_NS
 from storage.sealio import write_sorted
 from storage.writer import StoreWriter, to_arrow
-from tests.helpers import read_table, record_sim
+from tests.helpers import read_table, record_across_midnight
 from tickrec.cli import main
 
 
@@ -59,11 +58,11 @@ def snapshot(root: Path) -> dict[str, Counter[tuple[Any, ...]]]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real AllTick capture that starts 1.5 s before a (past) UTC midnight."""
+    """A real AllTick capture across a (past) UTC midnight, trades and book on both days."""
     import asyncio
     root = tmp_path_factory.mktemp("store")
-    asyncio.run(record_sim(root, ["AAPL.US", "700.HK"], rate=300, steps=1000,
-                           clock=RecvClock(MIDNIGHT - 1_500_000_000), flush_rows=300))
+    asyncio.run(record_across_midnight(root, ["AAPL.US", "700.HK"], MIDNIGHT, rows=150,
+                                       flush_rows=300))
     return root
 
 
