@@ -82,6 +82,39 @@ async def record_across_midnight(root: Path | str, symbols: list[str], midnight:
     return rec
 
 
+def poll_until(predicate: Any, limit: float, what: str, proc: Any = None) -> Any:
+    """Call ``predicate()`` every 0.1 s until it returns something true, and return that.
+    Fails (AssertionError naming ``what``) after ``limit`` seconds, or at once if
+    ``proc`` (a Popen the condition waits on) has exited."""
+    deadline = time.monotonic() + limit
+    while not (got := predicate()):
+        assert proc is None or proc.poll() is None, f"{what}: the process exited ({proc.returncode})"
+        assert time.monotonic() < deadline, f"{what}: not after {limit}s"
+        time.sleep(0.1)
+    return got
+
+
+def wait_journaled(runs: Path, ready: Any, *, proc: Any = None, limit: float = 60.0) -> Path:
+    """Poll until a run directory under ``runs`` (``journal/<feed>``) holds records
+    that ``ready(records)`` accepts; return it. For tests that kill a ``tickrec record``
+    mid-capture: the process needs seconds to start on a loaded machine, so
+    "mid-capture" is a journal that has grown, not a fixed sleep. Fails after ``limit``
+    seconds, or at once if ``proc`` (the recorder's Popen) has exited."""
+    from schemas.errors import StoreError
+    from storage.journal import read_journal
+
+    def grown() -> Path | None:
+        for run in (p for p in (runs.iterdir() if runs.is_dir() else []) if p.is_dir()):
+            try:
+                if ready(read_journal(run)[0]):
+                    return run
+            except StoreError:
+                continue
+        return None
+
+    return poll_until(grown, limit, f"{runs}: a run with the records wanted", proc)
+
+
 def read_table(root: Path, table: str) -> list[dict[str, Any]]:
     """All rows of a table as dicts, timestamps as int ns, sorted in replay order."""
     base = root / table
