@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +95,20 @@ def poll_until(predicate: Any, limit: float, what: str, proc: Any = None) -> Any
     return got
 
 
-def wait_journaled(runs: Path, ready: Any, *, proc: Any = None, limit: float = 60.0) -> Path:
-    """Poll until a run directory under ``runs`` (``journal/<feed>``) holds records
-    that ``ready(records)`` accepts; return it. For tests that kill a ``tickrec record``
-    mid-capture: the process needs seconds to start on a loaded machine, so
-    "mid-capture" is a journal that has grown, not a fixed sleep. Fails after ``limit``
-    seconds, or at once if ``proc`` (the recorder's Popen) has exited."""
+def wait_journaled(runs: Path, ready: Any, *, old: Iterable[Path] = (), proc: Any = None,
+                   limit: float = 60.0) -> Path:
+    """Poll until a run directory under ``runs`` (``journal/<feed>``), not one of ``old``,
+    holds records that ``ready(records)`` accepts; return it. For tests that kill a
+    ``tickrec record`` mid-capture: the process needs seconds to start on a loaded
+    machine, so "mid-capture" is a journal that has grown, not a fixed sleep. Fails
+    after ``limit`` seconds, or at once if ``proc`` (the recorder's Popen) has exited."""
     from schemas.errors import StoreError
     from storage.journal import read_journal
 
     def grown() -> Path | None:
-        for run in (p for p in (runs.iterdir() if runs.is_dir() else []) if p.is_dir()):
+        skip = set(old)
+        for run in (p for p in (runs.iterdir() if runs.is_dir() else [])
+                    if p.is_dir() and p not in skip):
             try:
                 if ready(read_journal(run)[0]):
                     return run
