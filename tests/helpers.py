@@ -95,6 +95,15 @@ def poll_until(predicate: Any, limit: float, what: str, proc: Any = None) -> Any
     return got
 
 
+def reap(procs: Iterable[Any]) -> None:
+    """SIGKILL and wait for every Popen of ``procs`` still running, so that a test that
+    failed midway leaves no recorder behind (its pipes would leak into later tests)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=20)
+
+
 def wait_journaled(runs: Path, ready: Any, *, old: Iterable[Path] = (), proc: Any = None,
                    limit: float = 60.0) -> Path:
     """Poll until a run directory under ``runs`` (``journal/<feed>``), not one of ``old``,

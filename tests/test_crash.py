@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from storage.journal import read_journal
-from tests.helpers import poll_until, read_table, wait_journaled
+from tests.helpers import poll_until, read_table, reap, wait_journaled
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +24,7 @@ def tickrec(*args: str, **kw: object) -> subprocess.Popen[str]:
 
 def test_sigkill_mid_capture_loses_nothing_that_reached_the_journal(tmp_path: Path) -> None:
     sim = tickrec("sim", "alltick", "--rate", "4000", "--symbols", "AAPL.US,700.HK", "--seed", "5")
+    recorders: list[subprocess.Popen[str]] = []
     try:
         assert sim.stdout is not None
         url = sim.stdout.readline().strip()
@@ -31,6 +32,7 @@ def test_sigkill_mid_capture_loses_nothing_that_reached_the_journal(tmp_path: Pa
         root = str(tmp_path)
         first = tickrec("record", "alltick", "--url", url, "--symbols", "AAPL.US,700.HK",
                         "--root", root, "--flush-seconds", "0.7")
+        recorders.append(first)
         # a busy capture, not an idle one: killed once its journal holds 2,000 records, both
         # streams flow (trade pushes follow the depth ones by AllTick's 1 s request
         # interval) and it has published raw rows; starting takes seconds under load
@@ -49,6 +51,7 @@ def test_sigkill_mid_capture_loses_nothing_that_reached_the_journal(tmp_path: Pa
         # a gap of each symbol (its first frames of each stream after the reconnect)
         second = tickrec("record", "alltick", "--url", url, "--symbols", "AAPL.US,700.HK",
                          "--root", root, "--flush-seconds", "0.7")
+        recorders.append(second)
         poll_until(lambda: any((tmp_path / "gaps").rglob("*.parquet")) and {
             g["symbol"] for g in read_table(tmp_path, "gaps") if g["kind"] == "disconnect"
         } == {"AAPL.US", "700.HK"}, 60, "disconnect gaps of both symbols", second)
@@ -57,6 +60,7 @@ def test_sigkill_mid_capture_loses_nothing_that_reached_the_journal(tmp_path: Pa
         assert second.returncode == 0, err
         assert "recovered run" in err
     finally:
+        reap(recorders)
         sim.send_signal(signal.SIGTERM)
         sim.communicate(timeout=60)         # seconds when it is starved of CPU
 

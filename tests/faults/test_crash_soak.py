@@ -21,7 +21,7 @@ import pytest
 
 from storage.journal import read_journal
 from tests.faults.support import scaled
-from tests.helpers import read_table, wait_journaled
+from tests.helpers import read_table, reap, wait_journaled
 
 # the kills wait for the capture's progress, not the clock: under load this runs longer
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(scaled(300, 1800))]
@@ -57,6 +57,7 @@ def test_kill_9_at_random_points_and_restart_loses_nothing(tmp_path: Path) -> No
                   "--seed", str(SEED % 1000), "--faults", "skip@6000,skip@15000,skip@40000")
     record = ["record", "alltick", "--symbols", ",".join(SYMBOLS), "--root", root,
               "--flush-seconds", "0.7"]
+    recorders: list[subprocess.Popen[str]] = []
     try:
         assert sim.stdout is not None
         url = sim.stdout.readline().strip()
@@ -69,6 +70,7 @@ def test_kill_9_at_random_points_and_restart_loses_nothing(tmp_path: Path) -> No
             delay, records = rng.uniform(0.2, 1.0), rng.randint(300, 6000)
             old = runs_of(tmp_path)
             proc = tickrec(*record, "--url", url)
+            recorders.append(proc)
             if mid:
                 wait_journaled(journal, lambda recs, n=records: len(recs) >= n, old=old,
                                proc=proc)
@@ -82,6 +84,7 @@ def test_kill_9_at_random_points_and_restart_loses_nothing(tmp_path: Path) -> No
         # subscription by AllTick's 1 s request interval) and it has published them
         old = runs_of(tmp_path)
         final = tickrec(*record, "--url", url)
+        recorders.append(final)
         wait_journaled(journal, lambda recs: sum(b'"cmd_id":22998' in r.payload
                                                  for r in recs) >= 500, old=old, proc=final)
         final.send_signal(signal.SIGTERM)
@@ -89,6 +92,7 @@ def test_kill_9_at_random_points_and_restart_loses_nothing(tmp_path: Path) -> No
         assert final.returncode == 0, err
         assert "Traceback" not in err
     finally:
+        reap(recorders)
         sim.send_signal(signal.SIGTERM)
         _, sim_err = sim.communicate(timeout=60)    # seconds when it is starved of CPU
     stats = sent_stats(sim_err)
