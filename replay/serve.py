@@ -114,7 +114,8 @@ class ReplayServer:
 
     ``token``: the one token clients must present (None: any); ``queue_frames``:
     frames queued per client before its replay waits; ``options``: settings of the
-    venue's sessions (``idle_timeout``; AllTick's ``request_interval``)."""
+    venue's sessions (``idle_timeout``; AllTick's ``request_interval``) and of the end
+    (``linger``: seconds from the last frame sent to the close; Futu 1, others 0)."""
 
     def __init__(self, root: str | os.PathLike[str], venue: str, *, host: str = "127.0.0.1",
                  port: int = 0, speed: float | str = 1.0, start: Any = None, end: Any = None,

@@ -22,7 +22,9 @@ from the start. Futu closes the TCP connection (FIN), as OpenD does when it exit
 ``linger`` (1 s) after the last packet went out: on a disconnect the ``futu-api``
 SDK throws away the pushes its handler thread has not processed yet, so a close
 right behind the last packet would cost a client its last ticks. The SDK then
-reconnects and subscribes again, and is served the range again.
+reconnects and subscribes again, and is served the range again. A client slower
+than that (a loaded machine) loses its last ticks on every connection: the
+``linger`` option sets a longer wait.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ServeVenue:
         self.name = spec.name
         self.route: Route = spec.route
         self.options = dict(options or {})
+        self.linger = float(self.options.get("linger", type(self).linger))
 
     def session(self, token: str | None) -> ServerSession:
         session: ServerSession = self.spec.server(token)

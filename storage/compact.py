@@ -10,6 +10,10 @@ removes the old files; last it deletes the journal runs the sealed days fully
 cover. See ``storage/sealio.py`` for the row-group size and the digest.
 
 Checks before anything is switched (a failed check leaves the day untouched):
+- the listing holds every sealed file the day's manifest names (object stores:
+  listed again a few times first, a listing may lag). Resealing what is listed
+  would write a manifest without the others: on an object store their rows would
+  vanish for readers and the files be deleted as garbage;
 - per (table, venue): the sealed rows equal the old rows (count and an
   order-independent digest);
 - per finished journal run that still exists: for each of its sessions, the
@@ -82,6 +86,7 @@ from storage.liveset import (Manifests, base_name, classify, entry_of, manifest_
 from storage.seallock import SealLock
 
 MANIFEST_FORMAT = 1
+LIST_AGAIN_S = (0.5, 2.0, 5.0)      # object stores: waits before listing a lagging day again
 Root = Path | str | StoreRoot
 Listing = dict[tuple[str, str, str], list[str]]      # (table, venue, date) -> file paths
 Log = Callable[[str, dict[str, Any]], None]
@@ -235,6 +240,7 @@ class DayState:
     unsealed: list[tuple[str, str]]                      # partitions the manifest lacks
     pending_intent: bool
     garbage: list[Any] = field(default_factory=list)     # replaced, not yet deleted
+    missing: dict[tuple[str, str], list[str]] = field(default_factory=dict)   # named, not listed
 
     @property
     def sealed(self) -> bool:
@@ -252,6 +258,7 @@ def day_state(root: Root, date: str, venues: set[str] | None = None, *,
     late: dict[tuple[str, str], list[Any]] = {}
     unsealed: list[tuple[str, str]] = []
     garbage: list[Any] = []
+    missing: dict[tuple[str, str], list[str]] = {}
     as_file: Callable[[str], Any] = str if store.s3 else Path
     for (table, venue, d), paths in sorted(listing.items()):
         if d != date or (venues is not None and venue not in venues):
@@ -259,18 +266,20 @@ def day_state(root: Root, date: str, venues: set[str] | None = None, *,
         entry = entry_of(manifest, table, venue)
         part = classify(paths, entry)
         garbage += map(as_file, part.garbage)
+        if part.missing:
+            missing[(table, venue)] = part.missing
         if not part.live:
             continue
         parts[(table, venue)] = list(map(as_file, part.live))
         if entry is None or part.missing:
             unsealed.append((table, venue))      # never sealed, or sealed files missing
-            continue
+            continue                             # (a seal refuses the day: ``missing``)
         named = {base_name(f["path"]) for f in entry["files"]}
         extra = [p for p in part.live if base_name(p) not in named]
         if extra:
             late[(table, venue)] = extra
     pending = False if store.s3 else intent_path(Path(store.base), date).exists()
-    return DayState(date, parts, manifest, late, unsealed, pending, garbage)
+    return DayState(date, parts, manifest, late, unsealed, pending, garbage, missing)
 
 
 def store_dates(root: Root, listing: Listing | None = None) -> list[str]:
@@ -383,6 +392,19 @@ def partition_rel(table: str, venue: str, date: str) -> str:
 def _seal(store: StoreRoot, date: str, venues: set[str] | None, opts: SealOptions,
           report: SealReport, con: Any, log: Log, lock: SealLock) -> None:
     state = day_state(store, date, venues)
+    for wait in LIST_AGAIN_S if store.s3 else ():
+        if not state.missing:
+            break
+        time.sleep(wait)        # an object store's listing may lag behind its manifest
+        state = day_state(store, date, venues)
+    if state.missing:
+        for (table, venue), names in sorted(state.missing.items()):
+            report.problems.append(
+                f"{date} {table} {venue}: the manifest names {len(names)} sealed file(s) the "
+                f"store does not list (e.g. {names[0]}); nothing of the day was sealed, so "
+                f"their rows stay named: list the store again later, or run tickrec verify")
+        log("seal_failed", {"date": date, "problems": report.problems[:5]})
+        return
     todo = sorted(set(state.late) | set(state.unsealed))
     seal_id = new_session_id()
     stage = _Stage(store, seal_id)
@@ -433,7 +455,7 @@ def _seal_staged(store: StoreRoot, date: str, state: DayState, todo: list[tuple[
                 table, venue, len(files), len(written[(table, venue)]),
                 digests[(table, venue)].rows, digests[(table, venue)].text, True))
         else:
-            entry = state.manifest["tables"][table][venue] if state.manifest else {}
+            entry = entry_of(state.manifest, table, venue) or {}
             report.partitions.append(PartitionReport(table, venue, len(files), len(files),
                                                      int(entry.get("rows", 0)),
                                                      str(entry.get("digest", "")), False))

@@ -4,14 +4,128 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from recorder.capture import RecvClock
 from recorder.live import Recorder
 from replay.sim.server import Simulator, make_adapter
+
+
+class MidnightClock(RecvClock):
+    """Receive times a minute before ``midnight`` until ``cross()``, then from
+    ``midnight`` on (both in real time): the test, not the machine's speed, decides
+    which records fall on which day. Strictly increasing, like any RecvClock."""
+
+    def __init__(self, midnight: int) -> None:
+        super().__init__(midnight - 60_000_000_000)
+        self.midnight = midnight
+        self.crossed = False
+
+    def cross(self) -> None:
+        """The next record is the first after midnight."""
+        if not self.crossed:
+            self._wall0, self._mono0 = max(self.midnight, self.last + 1), time.monotonic_ns()
+            self.crossed = True
+
+
+async def record_across_midnight(root: Path | str, symbols: list[str], midnight: int, *,
+                                 rows: int = 100, deadline: float = 60.0,
+                                 **rec_kw: Any) -> Recorder:
+    """Record the simulator (AllTick) across ``midnight`` so that each of the two days
+    holds at least ``rows`` trades and ``rows`` book rows, however slow the machine.
+
+    A ``RecvClock(midnight - lead)`` instead splits the capture by elapsed time: on a
+    loaded machine the recorder may still be subscribing ``lead`` after the clock was
+    made (AllTick's trade subscription follows the depth one by the vendor's request
+    interval), the first day gets no trades, and a seal test reading its manifest
+    failed with ``KeyError: 'trades'``. Here the clock crosses midnight once the
+    first day's rows are in (``MidnightClock.cross``), and the recording stops once
+    the second day's are; both waits poll, up to ``deadline`` seconds in all."""
+    adapter = make_adapter("alltick")
+    sim = Simulator(adapter, symbols, rate=300, seed=7)
+    clock = MidnightClock(midnight)
+    await sim.start()
+    rec = Recorder("alltick", sim.url, symbols, root, flush_seconds=1.0, reconnect_min=0.2,
+                   clock=clock, **rec_kw)
+    task = asyncio.create_task(rec.run())
+
+    def counts() -> tuple[int, int]:
+        """(trades, book) rows of every record stamped so far (pending pushes decoded:
+        this runs between the recorder's callbacks, on its loop)."""
+        if rec.capture is None:
+            return 0, 0
+        rec.capture.decode_pending(deliver=False)
+        done = rec.capture.norm.rows_by_table
+        return done.get("trades", 0), done.get("book", 0)
+
+    try:
+        until, want = time.monotonic() + deadline, (rows, rows)
+        for day in (1, 2):
+            while (got := counts())[0] < want[0] or got[1] < want[1]:
+                assert not task.done() and time.monotonic() < until, (
+                    f"day {day}: {got} (trades, book) rows of {want} after {deadline}s")
+                await asyncio.sleep(0.05)
+            if day == 1:
+                clock.cross()
+                want = (got[0] + rows, got[1] + rows)
+        rec.stop()
+        await asyncio.wait_for(asyncio.shield(task), 15)
+    finally:
+        await sim.stop()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return rec
+
+
+def poll_until(predicate: Any, limit: float, what: str, proc: Any = None) -> Any:
+    """Call ``predicate()`` every 0.1 s until it returns something true, and return that.
+    Fails (AssertionError naming ``what``) after ``limit`` seconds, or at once if
+    ``proc`` (a Popen the condition waits on) has exited."""
+    deadline = time.monotonic() + limit
+    while not (got := predicate()):
+        assert proc is None or proc.poll() is None, f"{what}: the process exited ({proc.returncode})"
+        assert time.monotonic() < deadline, f"{what}: not after {limit}s"
+        time.sleep(0.1)
+    return got
+
+
+def reap(procs: Iterable[Any]) -> None:
+    """SIGKILL and wait for every Popen of ``procs`` still running, so that a test that
+    failed midway leaves no recorder behind (its pipes would leak into later tests)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=20)
+
+
+def wait_journaled(runs: Path, ready: Any, *, old: Iterable[Path] = (), proc: Any = None,
+                   limit: float = 60.0) -> Path:
+    """Poll until a run directory under ``runs`` (``journal/<feed>``), not one of ``old``,
+    holds records that ``ready(records)`` accepts; return it. For tests that kill a
+    ``tickrec record`` mid-capture: the process needs seconds to start on a loaded
+    machine, so "mid-capture" is a journal that has grown, not a fixed sleep. Fails
+    after ``limit`` seconds, or at once if ``proc`` (the recorder's Popen) has exited."""
+    from schemas.errors import StoreError
+    from storage.journal import read_journal
+
+    def grown() -> Path | None:
+        skip = set(old)
+        for run in (p for p in (runs.iterdir() if runs.is_dir() else [])
+                    if p.is_dir() and p not in skip):
+            try:
+                if ready(read_journal(run)[0]):
+                    return run
+            except StoreError:
+                continue
+        return None
+
+    return poll_until(grown, limit, f"{runs}: a run with the records wanted", proc)
 
 
 def read_table(root: Path, table: str) -> list[dict[str, Any]]:

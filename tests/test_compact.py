@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from recorder.capture import RecvClock
 from replay import digest, replay_sync
 from schemas.events import Trade
 from storage.catalog import connect, run_query
@@ -30,7 +29,7 @@ from storage.journal import read_journal
 from storage.layout import DAY_NS
 from storage.sealio import write_sorted
 from storage.writer import StoreWriter, to_arrow
-from tests.helpers import read_table, record_sim
+from tests.helpers import read_table, record_across_midnight
 from tickrec.cli import main
 
 
@@ -59,11 +58,11 @@ def snapshot(root: Path) -> dict[str, Counter[tuple[Any, ...]]]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real AllTick capture that starts 1.5 s before a (past) UTC midnight."""
+    """A real AllTick capture across a (past) UTC midnight, trades and book on both days."""
     import asyncio
     root = tmp_path_factory.mktemp("store")
-    asyncio.run(record_sim(root, ["AAPL.US", "700.HK"], rate=300, steps=1000,
-                           clock=RecvClock(MIDNIGHT - 1_500_000_000), flush_rows=300))
+    asyncio.run(record_across_midnight(root, ["AAPL.US", "700.HK"], MIDNIGHT, rows=150,
+                                       flush_rows=300))
     return root
 
 
@@ -141,6 +140,39 @@ def test_late_files_are_reported_and_merged_by_a_reseal(template: Path, tmp_path
     after = snapshot(root)
     assert sum(after["trades"].values()) == sum(sealed["trades"].values()) + 1
     assert after["raw"] == sealed["raw"]
+
+
+def test_a_listing_that_lacks_sealed_files_seals_nothing(
+        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object store listing can lag behind the manifest (a seal just wrote it): the
+    sealed files it names are missing from the listing while a late file is in it.
+    Sealing the late file alone would write a manifest that drops the sealed files
+    (their rows gone for readers, the files deleted as garbage); the seal refuses."""
+    import storage.compact as compact
+    root = tmp_path / "s"
+    shutil.copytree(template, root)
+    assert seal_day(root, D1, options=SMALL).ok
+    w = StoreWriter(root, "alltick", "late-run", tmp_path / "late")
+    w.add_event(Trade(venue="alltick", symbol="AAPL.US", ts_recv=MIDNIGHT - 10, ts_event=None,
+                      seq=None, session="late-session", frame=0, pos=0, price=1.0, size=1.0))
+    w.publish(w.take())
+    before, manifest = snapshot(root), manifest_path(root, D1).read_text()
+    real = compact.list_store
+
+    def lagging(store: Any, date: str | None = None) -> Any:
+        return {k: [p for p in v if not (k[0] == "trades" and "/sealed-" in str(p))]
+                for k, v in real(store, date).items()}
+
+    monkeypatch.setattr(compact, "list_store", lagging)
+    report = seal_day(root, D1, options=SMALL)
+    assert not report.ok and not report.sealed
+    assert "the store does not list" in report.problems[0] and "trades" in report.problems[0]
+    assert manifest_path(root, D1).read_text() == manifest          # nothing switched
+    monkeypatch.undo()
+    assert snapshot(root) == before
+    report = seal_day(root, D1, options=SMALL)                      # a true listing: merged
+    assert report.ok and [p.table for p in report.partitions if p.resealed] == ["trades"]
+    assert snapshot(root) == before and day_state(root, D1).sealed
 
 
 def test_a_check_failure_switches_nothing(template: Path, tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from schemas.schedule import TradingHours
 from storage.compact import SealOptions, day_state, manifest_path
 from storage.journal import iter_journal
 from storage.layout import date_of
+from tests.helpers import MidnightClock, read_table
 from tickrec.verify import verify
-from tests.helpers import read_table
 
 D1, D2 = "2024-03-10", "2024-03-11"
 MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
@@ -96,9 +96,16 @@ async def test_two_venues_across_midnight_two_sealed_days_nothing_lost(
         return real_seal(root, day, **kw)
 
     monkeypatch.setattr(daemon_mod, "seal_day", seal_and_snapshot)
-    d = Daemon(cfg, clock=RecvClock(MIDNIGHT - 2_500_000_000))
+    clock = MidnightClock(MIDNIGHT)
+    d = Daemon(cfg, clock=clock)
     task = asyncio.create_task(d.run())
     try:
+        # midnight comes once both feeds have frames of the first day (however long
+        # they take to connect), not 2.5 s after the start
+        await _until(lambda: len(d.runners) == 2 and all(
+            r.snapshot(d.now(), D1)["frames"] > 5 for r in d.runners.values()), 60,
+            "frames of both feeds before midnight")
+        clock.cross()
         await _until(lambda: d.seal["last_date"] == D1, 20, "the seal of D1")
         assert d.seal["last_ok"], d.seal
         frames_then = {n: r.snapshot(d.now(), D2)["frames"] for n, r in d.runners.items()}

@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
-from recorder.capture import RecvClock
 from schemas.events import Trade
 from storage.compact import day_state, manifest_path
 from storage.journal import iter_journal
 from storage.writer import StoreWriter
-from tests.helpers import read_table, record_sim
+from tests.helpers import read_table, record_across_midnight
 
 pytestmark = pytest.mark.slow
 TOKEN = "ATOK-secret-1f2e9d"
@@ -160,8 +159,8 @@ def test_sigterm_publishes_everything_and_sighup_adds_a_feed_without_reconnects(
 
 def _store_with_past_days(root: Path) -> None:
     """A real capture across a past midnight (journal runs done) and bulk trades on both days."""
-    asyncio.run(record_sim(root, ["AAPL.US", "700.HK"], rate=300, steps=600,
-                           clock=RecvClock(MIDNIGHT - 1_000_000_000), flush_rows=300))
+    asyncio.run(record_across_midnight(root, ["AAPL.US", "700.HK"], MIDNIGHT, rows=100,
+                                       flush_rows=300))
     w = StoreWriter(root, "alltick", "bulk", root / "bulk-state")
     frame = 0
     for day0 in (MIDNIGHT - DAY, MIDNIGHT):

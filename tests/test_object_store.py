@@ -269,13 +269,13 @@ async def test_daemon_on_an_s3_root_records_and_seals(s3_env: dict[str, str], tm
                                                       ) -> None:
     """The daemon with ``root = "s3://…"`` in its config: journal, status and lock on local
     disk, rolled files and the seal of the finished day in the bucket."""
-    from recorder.capture import RecvClock
     from recorder.config import load
     from recorder.daemon import Daemon
     from replay.sim.server import Simulator, make_adapter
     from storage.compact import day_state
     from storage.layout import date_of
     from storage.liveset import manifest_rel
+    from tests.helpers import MidnightClock
     from tests.test_daemon import D1, D2, MIDNIGHT, _until
 
     sim = Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=150, seed=3)
@@ -290,9 +290,14 @@ async def test_daemon_on_an_s3_root_records_and_seals(s3_env: dict[str, str], tm
     cfg = load(cfg_file)
     store = cfg.root
     assert isinstance(store, StoreRoot) and store.journal == journal
-    d = Daemon(cfg, clock=RecvClock(MIDNIGHT - 2_500_000_000))
+    clock = MidnightClock(MIDNIGHT)
+    d = Daemon(cfg, clock=clock)
     task = asyncio.create_task(d.run())
     try:
+        await _until(lambda: bool(d.runners) and all(
+            r.snapshot(d.now(), D1)["frames"] > 5 for r in d.runners.values()), 60,
+            "frames before midnight")
+        clock.cross()
         await _until(lambda: d.seal["last_date"] == D1, 30, "the seal of D1")
         assert d.seal["last_ok"], d.seal
         await asyncio.sleep(0.5)

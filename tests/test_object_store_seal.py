@@ -15,13 +15,12 @@ import pyarrow.fs as pafs
 import pytest
 from click.testing import CliRunner
 
-from recorder.capture import RecvClock
 from replay.scan import Scan
 from storage.catalog import run_query
 from storage.compact import SealOptions, day_state, recover_seals, seal_day, unsealed_days
 from storage.fs import StoreRoot
 from storage.liveset import manifest_rel
-from tests.helpers import record_sim
+from tests.helpers import record_across_midnight
 from tests.s3server import S3_ENV, moto_process  # noqa: F401 - fixture
 from tickrec.cli import main
 
@@ -57,9 +56,8 @@ def bucket(moto_process: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
         pafs.S3FileSystem(endpoint_override=moto_endpoint.split("://")[1], scheme="http",
                           region="us-east-1", access_key="testing", secret_key="testing",
                           allow_bucket_creation=True).create_dir(name)
-        asyncio.run(record_sim(f"s3://{name}/template", ["AAPL.US", "700.HK"],  # type: ignore[arg-type]
-                               rate=300, steps=700, clock=RecvClock(MIDNIGHT - 1_200_000_000),
-                               flush_rows=400))
+        asyncio.run(record_across_midnight(f"s3://{name}/template", ["AAPL.US", "700.HK"],
+                                           MIDNIGHT, rows=100, flush_rows=400))
         yield {"env": env, "bucket": name, "journal": journal}
     finally:
         for k, v in saved.items():

@@ -172,7 +172,11 @@ async def test_the_futu_sdk_receives_the_recorded_packets(
     raw = bytearray()
     ticks: list[tuple[str, int]] = []
     errors: list[str] = []
-    server = ReplayServer(root, "futu", speed=1)
+    # The SDK throws away the pushes its handler thread has not processed when the
+    # connection closes; the server's 1 s wait before the close at the end of the range
+    # is not enough for it on a loaded machine (it lost the same last ticks on every
+    # connection), so here the connection stays open until the test closes it.
+    server = ReplayServer(root, "futu", speed=1, options={"linger": 90})
     url = await server.start()
     port = int(url.rsplit(":", 1)[1])
 
@@ -201,7 +205,7 @@ async def test_the_futu_sdk_receives_the_recorded_packets(
                     ret, msg = ctx.subscribe(symbols, [SubType.TICKER])
                     if ret != RET_OK:
                         errors.append(str(msg))
-                    deadline = time.monotonic() + 20    # until the handler has seen them all
+                    deadline = time.monotonic() + 60    # until the handler has seen them all
                     while time.monotonic() < deadline and len(set(ticks)) < len(all_ticks):
                         time.sleep(0.05)
                 finally:
@@ -219,8 +223,7 @@ async def test_the_futu_sdk_receives_the_recorded_packets(
     assert not errors
     reader = ff.PacketReader()
     pushes = [p.raw for p in reader.feed(bytes(raw)) if p.proto_id == 3011]
-    # Header and body, byte for byte. Under load the SDK may drop its connection's
-    # unprocessed pushes at the end-of-range close and reconnect (more than once): each
+    # Header and body, byte for byte. Should the SDK reconnect all the same, each
     # connection is served the whole range again from the start, the last one until
     # the test closes it.
     assert want and len(pushes) >= len(want)

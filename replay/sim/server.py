@@ -19,6 +19,8 @@ from replay.sim.market import Fault, Market, Tick, parse_faults
 from replay.wire import Conn, WireServer
 from schemas.venues.base import ServerSession
 
+CATCH_UP_S = 0.05       # at most this much market time emitted per turn of the loop
+
 
 class VenueAdapter(Protocol):
     """What a venue brings to the simulator. Optional extras, looked up with getattr:
@@ -104,6 +106,9 @@ class Simulator:
             due = int((time.monotonic() - t0) * self.rate) + 1
             if self.steps is not None:
                 due = min(due, self.steps)
+            # behind (starved of CPU): catch up 50 ms of steps per turn of the loop, so
+            # connections, pings and a stop are still served between the turns
+            due = min(due, n + max(1, int(self.rate * CATCH_UP_S)))
             while n < due:
                 tick = self.market.next()
                 n += 1
