@@ -18,8 +18,12 @@ from hypothesis import strategies as st
 import replay.scan
 from replay.rows import column_values
 from replay.scan import Scan
+from replay.segments import segments
+from replay.stream import GroupRef
 from replay.windows import Group, Spill, cuts
 from schemas.tables import EVENT_TABLES, TABLES
+from storage.atomic import write_parquet
+from storage.layout import date_of, partition_dir
 from storage.writer import to_arrow
 from tests.test_replay import (UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_sealed,
                                write_store)
@@ -149,3 +153,52 @@ def test_column_values_of_every_event_column() -> None:
             expect = (c.cast(pa.int64()) if pa.types.is_timestamp(c.type) else c).to_pylist()
             got = column_values(c)
             assert repr(got) == repr(expect), (name, col)
+
+
+@settings(max_examples=80, deadline=None)
+@given(spans=st.lists(st.one_of(st.none(), st.tuples(st.integers(0, 50), st.integers(0, 20))),
+                      min_size=0, max_size=12),
+       lo=st.integers(0, 30), width=st.integers(1, 40))
+def test_segments_tile_the_groups_in_time(spans: list[Any], lo: int, width: int) -> None:
+    """Every group that can hold rows of [lo, hi) is in exactly one segment; segments
+    are disjoint and ascending in time (touching spans chain); each segment covers
+    its groups' clipped spans and lists them by file, then row group."""
+    hi = lo + width
+    groups = [GroupRef(f"f{i % 3}", i, 10, None if s is None else (s[0], s[0] + s[1]))
+              for i, s in enumerate(spans)]
+    segs = segments(groups, lo, hi)
+    members = [g for seg in segs for g in seg.groups]
+    assert sorted(members, key=id) == sorted([g for g in groups if g.meets(lo, hi)], key=id)
+    for a, b in zip(segs, segs[1:]):
+        assert a.hi < b.lo
+    for seg in segs:
+        assert list(seg.groups) == sorted(seg.groups, key=lambda g: (g.path, g.index))
+        for g in seg.groups:
+            glo, ghi = (lo, hi - 1) if g.span is None else (max(g.span[0], lo), min(g.span[1], hi - 1))
+            assert seg.lo <= glo and ghi <= seg.hi
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(evs=UNIQUE, cuts_at=st.lists(st.integers(1, 59), max_size=4), window=st.integers(1, 8))
+def test_rolled_files_in_arrival_order_give_the_whole_day_order(evs: list[Any],
+                                                                cuts_at: list[int],
+                                                                window: int) -> None:
+    """Files written in arrival order (as a recorder rolls them), cut anywhere, so a
+    frame's rows and equal ts_recv straddle files: segments of one or a few files,
+    read directly, give the sorted stream and the same batches."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ordered = sorted(evs, key=order_key)
+        by_table: dict[tuple[str, str], list[Any]] = {}
+        for e in ordered:
+            by_table.setdefault((e.TABLE, date_of(e.ts_recv)), []).append(row_of(e))
+        for (table, date), rows in by_table.items():
+            edges = sorted({0, len(rows), *[c for c in cuts_at if c < len(rows)]})
+            for n, (a, b) in enumerate(zip(edges, edges[1:])):
+                write_parquet(to_arrow(table, rows[a:b]),
+                              partition_dir(root, table, VENUE, date) / f"s-{n:03d}.parquet")
+        scan = Scan(root, VENUE, window_rows=window, chunk_rows=3)
+        assert jsons(scan) == jsons(ordered)
+        batches = pa.Table.from_batches(list(scan.iter_batches(batch_rows=4)), schema=scan.schema())
+        assert batches.column("table").to_pylist() == [e.TABLE for e in ordered]
+        assert batches.column("ts_recv").cast(pa.int64()).to_pylist() == [e.ts_recv for e in ordered]
