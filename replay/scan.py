@@ -303,12 +303,15 @@ class Scan:
             handing_out = False
             try:
                 for seg in self._segments(table, date, day_start, start, hi, attempt == 0):
+                    box: list[pa.Table] = []
                     for t in segments.read(seg, self._fs, TABLES[table], cols,
                                            self._scan_filter(table, start, hi),
                                            self.symbols is None or table == "raw",
                                            start, hi, window_rows, DIRECT_WINDOWS * window_rows):
                         handing_out = True
-                        yield t
+                        box.append(t)
+                        del t
+                        yield box.pop()     # no reference kept here while it is worked on
                     handing_out = False
                     start = seg.hi + 1
                 return
@@ -333,7 +336,9 @@ class Scan:
         if len(streams) == 1:
             name, units = streams[0]
             for t in units:
-                yield merge([(name, t)], self.keys)
+                step = merge([(name, t)], self.keys)
+                del t           # merge may have made a contiguous copy
+                yield step
         else:
             yield from interleave([(name, _in_order(name, units, self.keys))
                                    for name, units in streams], self.keys)
@@ -421,17 +426,20 @@ class Scan:
         raw = self.kind == "raw"
         for step in self._days(read_cols):
             wide = _widen(step, out_schema, raw)     # only columns some part of the step has
-            if step.order is None:
-                parts = wide.to_batches(max_chunksize=size)     # slices, no copy
+            order, rows = step.order, step.rows
+            del step            # its parts' copies, where ``wide`` made its own
+            if order is None:
+                parts: Iterator[pa.RecordBatch] = iter(wide.to_batches(max_chunksize=size))
             else:
                 wide = wide.combine_chunks()        # take() on many chunks re-concatenates
-                parts = (gather.take(wide, step.order[off:off + size]).to_batches()[0]
-                         for off in range(0, step.rows, size))
+                parts = (gather.take(wide, order[off:off + size]).to_batches()[0]
+                         for off in range(0, rows, size))
             for part in parts:
                 n = part.num_rows
                 names = part.schema.names
                 cols = [_typed_out(part.column(names.index(f.name)), f.type) if f.name in names
                         else pa.nulls(n, f.type) for f in out_schema]
+                del part
                 yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
 
 
@@ -442,9 +450,14 @@ def _typed_out(col: pa.Array, typ: pa.DataType) -> pa.Array:
 
 def _in_order(name: str, units: Iterator[pa.Table], keys: Sequence[str]) -> Iterator[pa.Table]:
     """Each table of ``units`` sorted by ``keys`` (already sorted ones as they are)."""
+    # Each copy is dropped as soon as the next exists: a generator's locals live
+    # on while the consumer works on what it yielded.
     for t in units:
         m = merge([(name, t)], keys)
-        yield m.parts[0][1] if m.order is None else gather.take(m.parts[0][1], m.order)
+        del t
+        out = m.parts[0][1] if m.order is None else gather.take(m.parts[0][1], m.order)
+        del m
+        yield out
 
 
 def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:

@@ -195,6 +195,12 @@ class Spill:
         finally:
             self.dir.cleanup()
 
+    def _window(self, reader: pa.ipc.RecordBatchFileReader, listed: list[int]) -> pa.Table:
+        t = pa.Table.from_batches([reader.get_batch(i) for i in listed], reader.schema)
+        for name, codes in self._codes.items():
+            t = t.set_column(t.schema.get_field_index(name), name, codes.decode(t.column(name)))
+        return t
+
     def windows(self) -> Iterator[pa.Table]:
         """Each window's rows (windows without rows left out), in window order; the
         file is deleted at the end."""
@@ -208,10 +214,9 @@ class Spill:
             reader = pa.ipc.open_file(fh)
             for listed in self._listed:
                 if listed:
-                    t = pa.Table.from_batches([reader.get_batch(i) for i in listed], reader.schema)
-                    for name, codes in self._codes.items():
-                        t = t.set_column(t.schema.get_field_index(name), name, codes.decode(t.column(name)))
-                    yield t
+                    # yielded straight from the call: this frame keeps no reference
+                    # while the consumer makes its sorted copy
+                    yield self._window(reader, listed)
         finally:
             fh.close()
             self.dir.cleanup()
