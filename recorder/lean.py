@@ -14,13 +14,15 @@ library never calls it on its own; a program embedding ``Recorder`` may.
   interfaces pandas implements).
 - **allocation**: Arrow's buffers come from the C allocator (the system pool, not
   mimalloc): pyarrow's default pool (``set_memory_pool``) and Arrow's own C++
-  default, which the Parquet writer's encoders use. The C++ default is chosen once,
+  default, which parts of Arrow use without asking pyarrow (the Parquet writer's
+  encoders among them). The C++ default is chosen once,
   from ``ARROW_DEFAULT_MEMORY_POOL``, when pyarrow is imported, so ``lean_process``
   must run before the first ``import pyarrow`` for that part (``tickrec.cli``,
   ``schemas`` and ``recorder`` import it lazily; ``cxx_pool_is_system`` says whether
-  it did). Left on mimalloc, the encoders' pages held 20-27 MB of a live recorder's
-  peak (mimalloc keeps freed pages for reuse). Blocks of ``MMAP_THRESHOLD`` bytes or more are mapped on their
-  own, so a batch's large temporaries go back to the OS when freed instead of
+  it did). Left on mimalloc, that pool held up to 27 MB of a live recorder's peak
+  (mimalloc keeps freed pages for reuse). Blocks of
+  ``MMAP_THRESHOLD`` bytes or more are mapped on their own, so a batch's large
+  temporaries go back to the OS when freed instead of
   staying in the heap as free space between long-lived blocks. Without this
   glibc raises its threshold after the first large free (up to 32 MB) and the
   heap keeps growing with fragments.
