@@ -13,8 +13,16 @@ library never calls it on its own; a program embedding ``Recorder`` may.
   still imports, and DataFrames/Series still convert (through the Arrow C data
   interfaces pandas implements).
 - **allocation**: Arrow's buffers come from the C allocator (the system pool, not
-  mimalloc), and blocks of ``MMAP_THRESHOLD`` bytes or more are mapped on their
-  own, so a batch's large temporaries go back to the OS when freed instead of
+  mimalloc): pyarrow's default pool (``set_memory_pool``) and Arrow's own C++
+  default, which parts of Arrow use without asking pyarrow (the Parquet writer's
+  encoders among them). The C++ default is chosen once,
+  from ``ARROW_DEFAULT_MEMORY_POOL``, when pyarrow is imported, so ``lean_process``
+  must run before the first ``import pyarrow`` for that part (``tickrec.cli``,
+  ``schemas`` and ``recorder`` import it lazily; ``cxx_pool_is_system`` says whether
+  it did). Left on mimalloc, that pool held up to 27 MB of a live recorder's peak
+  (mimalloc keeps freed pages for reuse). Blocks of
+  ``MMAP_THRESHOLD`` bytes or more are mapped on their own, so a batch's large
+  temporaries go back to the OS when freed instead of
   staying in the heap as free space between long-lived blocks. Without this
   glibc raises its threshold after the first large free (up to 32 MB) and the
   heap keeps growing with fragments.
@@ -26,11 +34,13 @@ import ctypes
 import ctypes.util
 import importlib
 import importlib.abc
+import os
 import sys
 from typing import Any
 
 MMAP_THRESHOLD = 1 << 20     # the peak of 256 KB with a third of the page faults
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # mallopt parameters (malloc.h)
+POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -59,9 +69,32 @@ def skip_pandas_probe(*modules: str) -> bool:
     return True
 
 
+def system_pool_first() -> bool:
+    """Make the system pool Arrow's C++ default unless the environment chooses a pool;
+    True when it is (or will be, at pyarrow's import). Too late once pyarrow is
+    imported: True then only if the environment chose the system pool before."""
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault(POOL_ENV, "system")
+    return os.environ.get(POOL_ENV) == "system"
+
+
+def cxx_pool_is_system() -> bool:
+    """Whether Arrow's C++ default pool (fixed at pyarrow's import) is the system pool:
+    the mimalloc and jemalloc pools, which are that default otherwise, are still unused."""
+    import pyarrow as pa
+    others = []
+    for make in (pa.mimalloc_memory_pool, pa.jemalloc_memory_pool):
+        try:
+            others.append(make())
+        except NotImplementedError:     # not built into this pyarrow
+            pass
+    return all(p.max_memory() == 0 for p in others)
+
+
 def tune_allocation() -> bool:
     """Arrow on the system pool, large blocks mapped on their own (module doc). False
     where glibc's ``mallopt`` is not available (the pool is set anyway)."""
+    system_pool_first()
     import pyarrow as pa
     pa.set_memory_pool(pa.system_memory_pool())
     name = ctypes.util.find_library("c")
@@ -76,7 +109,8 @@ def tune_allocation() -> bool:
 
 
 def lean_process(*modules: str) -> None:
-    """Both of the above; call before importing the recorder (it imports pyarrow), or
+    """All of the above; call before anything imports pyarrow (the recorder does), or
     name the modules to import here."""
+    system_pool_first()
     skip_pandas_probe(*modules)
     tune_allocation()

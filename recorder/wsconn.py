@@ -51,7 +51,10 @@ from recorder.wsframe import (
     parse_close,
 )
 
-MAX_QUEUE_BYTES = 4 << 20
+# Frames read but not taken are Python objects (~1.4x their payload) in the recorder's
+# resident set; past this the kernel's socket buffer holds the rest (not resident here).
+# A batch of 1 MB is ~3,500 blast frames, most of a decode batch (recorder.capture).
+MAX_QUEUE_BYTES = 1 << 20
 
 
 class WsConnection(asyncio.Protocol):

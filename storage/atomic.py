@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +62,20 @@ def write_parquet_temp(table: pa.Table, final: Path) -> Path:
     return tmp
 
 
-def write_temp(data: bytes | pa.Buffer, final: Path) -> Path:
-    """Write a whole file's bytes beside ``final`` under its temp name, fsynced; return
-    the temp path. On failure (ENOSPC, ...) the partial temp is removed and the error
-    raised."""
+def write_temp(data: bytes | pa.Buffer | Sequence[bytes], final: Path) -> Path:
+    """Write a whole file's bytes (or its pieces, in order) beside ``final`` under its
+    temp name, fsynced; return the temp path. On failure (ENOSPC, ...) the partial
+    temp is removed and the error raised."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
-    view = memoryview(data)
+    pieces = [data] if isinstance(data, (bytes, pa.Buffer)) else data
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            while view:
-                view = view[os.write(fd, view):]
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)

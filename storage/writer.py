@@ -73,6 +73,35 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
             "write_statistics": True if len(stats) == len(schema) else stats}
 
 
+class Spool:
+    """A file written in memory as the pieces its writer hands over (Parquet: a few
+    dozen per row group), so it holds its size; an Arrow ``BufferOutputStream``
+    doubles its buffer as it grows and held up to twice a batch's compressed bytes."""
+    __slots__ = ("closed", "pieces", "size")
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.pieces.append(bytes(data))        # a copy only if not bytes already
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.pieces)
+
+
 class Rows:
     """The buffered rows of one (table, date), in arrival order, kept small: row tuples
     become an Arrow table every ``CHUNK_ROWS`` rows, and Arrow tables are encoded as a
@@ -90,9 +119,9 @@ class Rows:
         self.tail: list[tuple[Any, ...]] = []
         self.count = 0
         self.loose = 0                          # rows in chunks, not yet encoded
-        self._sink: pa.BufferOutputStream | None = None
+        self._sink: Spool | None = None
         self._writer: pq.ParquetWriter | None = None
-        self.done: list[pa.Buffer] = []         # whole Parquet files
+        self.done: list[Spool] = []             # whole Parquet files
 
     def __len__(self) -> int:
         return self.count
@@ -128,19 +157,19 @@ class Rows:
             return
         if self._writer is None:
             schema = TABLES[self.table]
-            self._sink = pa.BufferOutputStream()
+            self._sink = Spool()
             self._writer = pq.ParquetWriter(self._sink, schema, **writer_options(schema))
         table = self.chunks[0] if len(self.chunks) == 1 else pa.concat_tables(self.chunks)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.chunks, self.loose = [], 0
 
-    def files(self) -> list[pa.Buffer]:
+    def files(self) -> list[Spool]:
         """The rows as whole Parquet files (one, or more after ``prepend``)."""
         self._seal_tail()
         self._encode()
         if self._writer is not None and self._sink is not None:
             self._writer.close()
-            self.done.append(self._sink.getvalue())
+            self.done.append(self._sink)
             self._writer = self._sink = None
         return self.done
 
@@ -150,7 +179,7 @@ class Rows:
         self.count += front.count
 
     def arrow(self) -> pa.Table:
-        tables = [pq.read_table(pa.BufferReader(f)) for f in self.files()]
+        tables = [pq.read_table(pa.BufferReader(f.getvalue())) for f in self.files()]
         if not tables:
             return to_arrow(self.table, [])
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
@@ -285,7 +314,7 @@ class StoreWriter:
                     final = partition_dir(self.root, table, self.venue, date) / \
                         f"{self.run}-{self._next_file:06d}.parquet"
                     self._next_file += 1
-                    pairs.append((write_temp(data, final), final))
+                    pairs.append((write_temp(data.pieces, final), final))
             self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
         except BaseException:
             for tmp, _ in pairs:
@@ -382,4 +411,4 @@ def recover_publish(root: Path | str | StoreRoot, venue: str, run: str, state_di
     return int(state.get("records", 0))
 
 
-__all__ = ["Batch", "Rows", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]
+__all__ = ["Batch", "Rows", "Spool", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _CHILD = r"""
 import json, sys
 from pathlib import Path
-from recorder.lean import lean_process
+from recorder.lean import cxx_pool_is_system, lean_process
 lean_process()
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,7 +36,7 @@ rows = {t: sum(pq.ParquetFile(f).metadata.num_rows for f in (Path(sys.argv[1]) /
         for t in ("raw", "trades", "book")}
 out = {"rows": rows, "loaded": sorted(m for m in ("pandas", "duckdb", "pyarrow.dataset")
                                        if m in sys.modules),
-       "pool": pa.default_memory_pool().backend_name}
+       "pool": pa.default_memory_pool().backend_name, "cxx_pool_system": cxx_pool_is_system()}
 try:
     import pandas as pd
 except ImportError:
@@ -56,7 +57,27 @@ def test_a_lean_capture_imports_neither_pandas_nor_duckdb(tmp_path: Path) -> Non
     assert out["rows"] == {"raw": 1202, "trades": 600, "book": 600}   # + open and close
     assert out["loaded"] == []
     assert out["pool"] == "system"
+    assert out["cxx_pool_system"]       # the Parquet encoders' pool too (lean_process ran first)
     assert out["pandas_after"] in (None, [[1.5, 2.5], 2])     # pandas still usable
+
+
+def test_the_command_line_leaves_pyarrow_to_lean_process() -> None:
+    # tickrec record/daemon call lean_process inside the command: Arrow's C++ default
+    # pool is chosen when pyarrow is imported, so nothing before may import it.
+    code = ("import sys, tickrec.cli, recorder, recorder.lean, schemas.venues; "
+            "print('pyarrow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False"], proc.stderr
+
+
+def test_too_late_for_the_cxx_pool_once_pyarrow_is_imported() -> None:
+    code = ("import os, pyarrow; from recorder.lean import system_pool_first; "
+            "print(system_pool_first(), os.environ.get('ARROW_DEFAULT_MEMORY_POOL'))")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "None"], proc.stderr
 
 
 def test_the_pandas_probe_is_left_alone_once_pandas_is_imported() -> None:

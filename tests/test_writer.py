@@ -141,3 +141,31 @@ def test_raw_rows_are_encoded_in_smaller_row_groups_without_payload_statistics(
     assert cols["ts_recv"].is_stats_set and cols["frame"].is_stats_set
     back = pq.read_table(w.root / "raw").column("payload").to_pylist()
     assert back == [b'{"p":%d}' % i for i in range(n)]
+
+
+def test_a_spooled_file_is_the_file_a_growing_buffer_would_hold(tmp_path: Path) -> None:
+    # Rows writes each file as the writer's pieces (no doubling buffer): the same bytes,
+    # and write_temp puts the pieces down in order.
+    import pyarrow as pa
+
+    from storage.atomic import write_temp
+    from storage.writer import Rows, Spool, to_arrow, writer_options
+    rows = [(DAY0 + i, "s1", i, "in", "text", b'{"x":%d}' % i * (1 + i % 7), None)
+            for i in range(20_000)]
+    table = to_arrow("raw", rows)
+    spool, buf = Spool(), pa.BufferOutputStream()
+    for sink in (spool, buf):
+        w = pq.ParquetWriter(sink, table.schema, **writer_options(table.schema))
+        w.write_table(table, row_group_size=8192)
+        w.close()
+    assert len(spool.pieces) > 3                        # pieces, not one growing buffer
+    assert spool.getvalue() == buf.getvalue().to_pybytes()
+    assert spool.size == len(spool.getvalue())
+    tmp = write_temp(spool.pieces, tmp_path / "x.parquet")
+    assert tmp.read_bytes() == spool.getvalue()
+    held = Rows("raw")
+    for i in range(0, len(rows), 4096):
+        held.add_table(to_arrow("raw", rows[i:i + 4096]))
+    files = held.files()
+    assert [type(f) for f in files] == [Spool]
+    assert pq.read_table(pa.BufferReader(files[0].getvalue())).equals(table)
