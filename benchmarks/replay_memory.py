@@ -11,8 +11,9 @@ importing the same modules first, and report their peak RSS (``VmHWM``):
 - ``objects``: ``replay.replay_sync`` over the first ``object_rows`` events
   (Python objects are built at well under a million a second here, so a prefix).
 
-The replay children put Arrow on the system pool first (``replay.use_system_pool``),
-as ``tickrec replay`` does; the pyarrow floor runs on pyarrow's default pool (on
+The replay children run on the system pool as ``tickrec replay`` does
+(``ARROW_DEFAULT_MEMORY_POOL=system`` before pyarrow's import, then
+``replay.use_system_pool``); the pyarrow floor runs on pyarrow's default pool (on
 the system pool it peaked higher: 315 against ~290 MB at 2x10M rows).
 
 Run as a module to read one way: ``python -m benchmarks.replay_memory ROOT MODE [LIMIT]``.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,8 +64,11 @@ def _child(root: Path, mode: str, limit: int) -> dict[str, Any]:
 
 
 def _measure(root: Path, mode: str, limit: int = 0) -> dict[str, Any]:
+    env = dict(os.environ)
+    if not mode.startswith("pyarrow"):      # as `tickrec replay` starts (tickrec.cli)
+        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     out = subprocess.run([sys.executable, "-m", "benchmarks.replay_memory", str(root), mode,
-                          str(limit)], check=True, capture_output=True, text=True)
+                          str(limit)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 

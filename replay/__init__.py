@@ -64,9 +64,11 @@ def use_system_pool() -> None:
     A replay frees and reallocates windows of rows all day long. Arrow's default
     pool (mimalloc) keeps much of what is freed: streaming two 10M-row sealed days
     of trades and books peaked at 322 MB on it and at 245 MB on the system pool,
-    at the same speed (docs/benchmarks.md, "Replay"). ``tickrec replay`` and
-    ``tickrec serve`` call this; a program replaying in process may, before it
-    allocates anything (or set ``ARROW_DEFAULT_MEMORY_POOL=system``).
+    at the same speed (docs/benchmarks.md, "Replay"). This sets pyarrow's default;
+    Arrow's C++ default (what the Parquet reader allocates from) is fixed when
+    pyarrow is imported, by ``ARROW_DEFAULT_MEMORY_POOL=system`` in the
+    environment. ``tickrec replay`` and ``tickrec serve`` do both; a program
+    replaying in process may too.
     """
     pa.set_memory_pool(pa.system_memory_pool())
 

@@ -256,6 +256,14 @@ def verify(root: str | None, journal: str | None) -> None:
         sys.exit(1)
 
 
+def _replay_allocator() -> None:
+    """Arrow on the C allocator for a replay process (``replay.use_system_pool``): the
+    C++ default too, when pyarrow is not imported yet (it is fixed at that import)."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    import replay as replay_pkg
+    replay_pkg.use_system_pool()
+
+
 @main.command()
 @click.option("--venue", type=VENUE, required=True)
 @root_option()
@@ -272,10 +280,10 @@ def verify(root: str | None, journal: str | None) -> None:
 def replay(venue: str, root: str | None, symbols: str | None, start: str | None,
            end: str | None, speed: str, clock: str, kind: str, want_digest: bool) -> None:
     """Replay the store to stdout as JSON lines, in recorded order, paced by --speed."""
+    _replay_allocator()
     import replay as replay_pkg
     from tickrec.replaying import replay_to
 
-    replay_pkg.use_system_pool()
     store = resolve_root(root, must_exist=True)
     feed = replay_pkg.open(store, venue, symbols=symbols_list(symbols) or None, start=start,
                            end=end, speed=speed, clock=clock, kind=kind)
@@ -305,9 +313,8 @@ def serve(venue: str, root: str | None, host: str, port: int, speed: str, start:
     subscribe, paced by --speed; at the end of the range the server closes the
     connection. Set TICKREC_SERVE_TOKEN to reject clients with another token.
     """
-    import replay as replay_pkg
+    _replay_allocator()
     from replay.serve import ReplayServer
-    replay_pkg.use_system_pool()
     server = ReplayServer(resolve_root(root, must_exist=True), venue, host=host, port=port,
                           speed=speed, start=start, end=end, symbols=symbols_list(symbols) or None,
                           token=os.environ.get("TICKREC_SERVE_TOKEN") or None,
