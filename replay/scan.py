@@ -15,13 +15,16 @@ The contract (DESIGN.md, "Replay semantics"):
   half-open on ``ts_recv``; ``tables``. All are pushed down into the Parquet scan
   (statistics and row-group pruning), only the needed columns are read.
 - **Memory.** Date partitions (``date`` = UTC date of ``ts_recv``) are processed
-  one at a time in ascending order, and each day in ``ts_recv`` windows of about
-  ``window_rows`` rows (``replay.windows``: cut from the row-group statistics,
-  read directly or, for sealed days, through a temporary spill on local disk):
-  a window is read, sorted with Arrow, handed out in chunks, then dropped.
-  Memory follows the window, not the day or the range. Rows whose ``ts_recv``
-  does not belong to their date partition would break the day order: they are
-  dropped with a warning (``tickrec verify`` should flag them).
+  one at a time in ascending order. Each table's day is read as *segments*
+  (``replay.segments``: row groups whose ``ts_recv`` spans chain, from the
+  statistics): a small one (a recorder's rolled row group) is read whole, a big
+  one (a sealed day, sorted by symbol) through a temporary spill on local disk,
+  in ``ts_recv`` windows of about ``window_rows`` rows (``replay.windows``).
+  Each piece is sorted, handed out, then dropped; several tables are merged a
+  step at a time (``replay.interleave``). Memory follows a window or a small
+  segment, not the day or the range. Rows whose ``ts_recv`` does not belong to
+  their date partition would break the day order: they are dropped with a
+  warning (``tickrec verify`` should flag them).
 - **Object stores.** ``root`` may be ``s3://bucket/prefix`` (``storage.fs``):
   the same rows, listed with one recursive listing per table and read through
   pyarrow's S3 filesystem. Sealed days are read by their manifest
@@ -42,7 +45,8 @@ Two outputs:
   column (no two tables use one name with different types). With one table
   selected this is just that table's schema plus ``table``. ``columns=`` narrows
   the output (the sort keys are always read). For ``raw``, the ``raw`` schema.
-  Times stay Arrow timestamps here. Batches never span two days (nor two windows).
+  Times stay Arrow timestamps here, text is ``string`` (read as dictionary codes
+  and decoded when handed out). Batches never span two days (nor two windows).
 """
 
 from __future__ import annotations
