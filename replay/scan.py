@@ -56,7 +56,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, pairwise
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,8 @@ from replay.windows import WINDOW_ROWS
 from schemas.errors import ConfigError, StoreError
 from schemas.tables import EVENT_TABLES, TABLES, TS
 from storage.fs import StoreRoot, as_store, is_s3
-from storage.liveset import Manifests
 from storage.layout import DAY_NS, VENUES, date_of, parse_date
+from storage.liveset import Manifests
 
 log = logging.getLogger("tickrec.replay")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,16 @@ from schemas.tables import EVENT_TABLES, TABLES
 from storage.atomic import write_parquet
 from storage.layout import date_of, partition_dir
 from storage.writer import to_arrow
-from tests.test_replay import (UNIQUE, VENUE, jsons, make_events, order_key, row_of, write_sealed,
-                               write_store)
+from tests.test_replay import (
+    UNIQUE,
+    VENUE,
+    jsons,
+    make_events,
+    order_key,
+    row_of,
+    write_sealed,
+    write_store,
+)
 
 
 def whole_day(root: Path, **kw: Any) -> Scan:
@@ -169,7 +178,7 @@ def test_segments_tile_the_groups_in_time(spans: list[Any], lo: int, width: int)
     segs = segments(groups, lo, hi)
     members = [g for seg in segs for g in seg.groups]
     assert sorted(members, key=id) == sorted([g for g in groups if g.meets(lo, hi)], key=id)
-    for a, b in zip(segs, segs[1:]):
+    for a, b in pairwise(segs):
         assert a.hi < b.lo
     for seg in segs:
         assert list(seg.groups) == sorted(seg.groups, key=lambda g: (g.path, g.index))
@@ -194,7 +203,7 @@ def test_rolled_files_in_arrival_order_give_the_whole_day_order(evs: list[Any],
             by_table.setdefault((e.TABLE, date_of(e.ts_recv)), []).append(row_of(e))
         for (table, date), rows in by_table.items():
             edges = sorted({0, len(rows), *[c for c in cuts_at if c < len(rows)]})
-            for n, (a, b) in enumerate(zip(edges, edges[1:])):
+            for n, (a, b) in enumerate(pairwise(edges)):
                 write_parquet(to_arrow(table, rows[a:b]),
                               partition_dir(root, table, VENUE, date) / f"s-{n:03d}.parquet")
         scan = Scan(root, VENUE, window_rows=window, chunk_rows=3)
