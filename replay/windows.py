@@ -13,11 +13,11 @@ holds about ``rows`` rows (more where the data is bunched inside a row group).
 
 A sealed day is sorted by symbol, so each row group spans the day and would be
 decoded again for every window it overlaps. Instead the segment is read once,
-in order (``replay.stream``), each batch's rows are written to an Arrow IPC file
-per table in a temporary directory as batches of one window each (``Spill``),
-and the windows are then read back one at a time. Memory stays at one batch
-plus one window; the day costs one extra write and read of its decoded rows on
-local disk.
+in order (``replay.stream``), and its rows are written to one Arrow IPC file in
+a temporary directory as batches of one window each (``Spill``: 8 MB of rows are
+held, regrouped by window and written), and the windows are then read back one
+at a time. Memory stays at the rows held plus one window; the day costs one
+extra write and read of its decoded rows on local disk.
 """
 
 from __future__ import annotations
