@@ -95,7 +95,7 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
             need = not exact or not all(g.inside(lo, hi) for g in refs)
             yield from stream.batches(path, filesystem, schema, columns,
                                       [g.index for g in refs], where if need else None,
-                                      batch_rows, threads)
+                                      batch_rows, threads, refs[0].metadata)
     if seg.rows <= direct_rows:
         batches = list(rows_of(WHOLE_BATCH_ROWS, True))
         if batches:

@@ -19,7 +19,7 @@ from the statistics. ``batches`` reads chosen row groups of one file:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -37,6 +37,7 @@ class GroupRef:
     index: int
     rows: int
     span: tuple[int, int] | None
+    metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)  # its file's
 
     def meets(self, lo: int, hi: int) -> bool:
         """Whether it can hold rows with ``ts_recv`` in [lo, hi)."""
@@ -65,7 +66,7 @@ def plan(path: str, filesystem: pafs.FileSystem | None,
     for i in range(md.num_row_groups):
         rg = md.row_group(i)
         if rg.num_rows and _symbols_may_match(rg, names, symbols):
-            out.append(GroupRef(path, i, rg.num_rows, ts_span(rg, names)))
+            out.append(GroupRef(path, i, rg.num_rows, ts_span(rg, names), md))
     return out
 
 
@@ -87,19 +88,21 @@ def _typed(col: pa.Array, typ: pa.DataType) -> pa.Array:
 
 def batches(path: str, filesystem: pafs.FileSystem | None, schema: pa.Schema,
             columns: Sequence[str], groups: Sequence[int], where: ds.Expression | None,
-            batch_rows: int, threads: bool = True) -> Iterator[pa.RecordBatch]:
+            batch_rows: int, threads: bool = True,
+            metadata: pq.FileMetaData | None = None) -> Iterator[pa.RecordBatch]:
     """Row groups ``groups`` of one file, in that order, as batches of ``columns``
     (typed by ``schema``, text as ``TEXT``), keeping only the rows matching
     ``where`` (None: all). ``threads``: columns decoded on Arrow's thread pool and
     read with pyarrow's coalescing read cache (faster; for small reads only: the
     cache keeps every column chunk read until the file is done, and the allocator
-    keeps more memory when batches are decoded on other threads)."""
+    keeps more memory when batches are decoded on other threads). ``metadata``: the
+    file's footer when ``plan`` has already read it (not read again)."""
     if not groups:
         return
     wanted = list(columns)
     if where is not None:       # the filter's columns are read too, dropped after
         wanted += [c for c in ("ts_recv", "symbol") if c in schema.names and c not in columns]
-    md = pq.read_metadata(path, filesystem=filesystem)
+    md = metadata if metadata is not None else pq.read_metadata(path, filesystem=filesystem)
     texts = [c for c in wanted if schema.field(c).type == pa.string() and c in md.schema.names]
     pf = pq.ParquetFile(path, filesystem=filesystem, metadata=md, pre_buffer=threads,
                         read_dictionary=texts)
