@@ -9,9 +9,11 @@ Yields the ``schemas.events`` records (``RawRow`` for ``kind="raw"``) of
 (``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run in a
 worker thread one piece ahead of the consumer, so a day boundary or a large
 Parquet file does not stall the event loop or the pacing. The worker hands over
-``Piece``s (zero-copy Arrow slices); the records are built on the loop, a piece
-at a time: ``PACED_ROWS`` for paced feeds, built in the slack before the next
-event is due, ``UNPACED_ROWS`` otherwise (a few ms of loop time each). Building
+``Piece``s (zero-copy Arrow slices); the records are made on the loop. Paced
+feeds build ``PACED_ROWS`` at a time, in the slack before the next event is
+due. Unpaced feeds take pieces of ``UNPACED_ROWS`` and make their records as
+``replay.scan.RecordMaker`` judges suits the consumer (one at a time as taken
+while it drops them, so the cyclic collector does not run). Building
 Python objects in the worker instead gains nothing under the GIL and, worse,
 makes the loop wait up to the interpreter's switch interval (5 ms) whenever it
 wants the GIL back, which shows up as pacing lateness. The feed is one stream: a
@@ -34,7 +36,7 @@ from replay.clock import Lateness, VirtualClock, WallClock, make_clock
 from replay.order import Piece
 from replay.params import parse_speed
 from replay.rows import RawRow
-from replay.scan import CHUNK_ROWS, Scan
+from replay.scan import CHUNK_ROWS, RecordMaker, Scan
 
 YIELD_EVERY = 4096
 PACED_ROWS = 1024
@@ -57,8 +59,11 @@ class ReplayFeed:
         self.count = 0                         # events handed to the consumer
         self._source: Iterator[Piece] | None = None
         self._pending: asyncio.Future[Piece | None] | None = None
-        self._buf: list[Any] = []
-        self._i = 0
+        self._buf: list[Any] = []     # paced: the piece's records, built in the slack
+        self._take: Any = None        # unpaced: makes the piece's next record
+        self._i = 0                   # records of the piece handed out
+        self._n = 0                   # records in the piece
+        self._maker = RecordMaker(self.scan.venue)
         self._done = False
 
     # -- Feed protocol ---------------------------------------------------------------
@@ -75,7 +80,7 @@ class ReplayFeed:
         source, self._source = self._source, None
         if source is not None and hasattr(source, "close"):
             source.close()
-        self._buf = []
+        self._buf, self._take, self._i, self._n = [], None, 0, 0
 
     def __aiter__(self) -> ReplayFeed:
         return self
@@ -92,7 +97,7 @@ class ReplayFeed:
         clock = self.clock
         if not isinstance(clock, WallClock) or not clock.anchored:
             return 0
-        if self._i < len(self._buf):
+        if self._i < self._n:
             return max(0, time.monotonic_ns() - clock.deadline(self._buf[self._i].ts_recv))
         return clock.lateness.last_ns
 
@@ -103,21 +108,21 @@ class ReplayFeed:
         return self.clock.lateness if isinstance(self.clock, WallClock) else None
 
     async def __anext__(self) -> Any:
-        if self._i >= len(self._buf):
+        if self._i >= self._n:
             await self._refill()
-        ev = self._buf[self._i]
         clock = self.clock
         if clock.paced:
+            ev = self._buf[self._i]
             # Cancelled while waiting: the event stays next, nothing is lost.
             await clock.wait_until(ev.ts_recv)
-            self._i += 1
-            self.count += 1
         else:
-            clock.advance(ev.ts_recv)
-            self._i += 1
-            self.count += 1
-            if not self.count % YIELD_EVERY:
+            if self.count and not self.count % YIELD_EVERY:
+                # Yield before taking the event: a cancel here loses nothing.
                 await asyncio.sleep(0)
+            ev = self._take()
+            clock.advance(ev.ts_recv)
+        self._i += 1
+        self.count += 1
         return ev
 
     # -- reading -----------------------------------------------------------------------
@@ -151,10 +156,14 @@ class ReplayFeed:
                 self._done = True
                 raise StopAsyncIteration
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))   # read ahead
-            records = piece.build(self.scan.venue)
-            if records:
-                self._buf, self._i = records, 0
-                return
+            if not len(piece):
+                continue
+            if self.clock.paced:
+                self._buf = piece.build(self.scan.venue)
+            else:
+                self._take = iter(self._maker.make(piece)).__next__
+            self._i, self._n = 0, len(piece)
+            return
 
     # -- unpaced extras ---------------------------------------------------------------
     def iter_batches(self, columns: Sequence[str] | None = None,

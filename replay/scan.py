@@ -100,6 +100,46 @@ def _young_collections() -> int:
     return int(gc.get_stats()[0]["collections"])
 
 
+class RecordMaker:
+    """Makes each piece's records in the way that suits the consumer, judged by how
+    it took the previous piece's (call ``make`` once that piece is used up):
+
+    - while it drops the records as it takes them: made one at a time
+      (``Piece.records``). The live containers stay flat, so the cyclic collector
+      never runs (it was one collection over every 4,096-record chunk: 25-30 % of
+      the time), and the values are still in the CPU caches when handed out;
+    - once young collections ran during a piece (two or more: one can be the
+      scan's own set-up; the consumer keeps records, or makes containers of its
+      own): built as a list with the collector paused (``Piece.build``: one
+      collection per list instead of one per 700 new containers), until a list's
+      first record is found dropped again.
+
+    The collector's settings are never touched, only paused around a build."""
+
+    def __init__(self, venue: str) -> None:
+        self.venue = venue
+        self.keeping = False
+        self._list: list[Any] | None = None      # the last piece, when built as a list
+        self._young: int | None = None           # collections before the last piece
+
+    def make(self, piece: Piece) -> Iterable[Any]:
+        if self._list is not None:
+            # 3 = held by ``_list``, ``first`` and getrefcount's argument only: the
+            # consumer dropped it (a list of one: its last record is still its loop
+            # variable, so it proves nothing).
+            first = self._list[0] if len(self._list) > 1 else None
+            self.keeping = first is not None and sys.getrefcount(first) > 3
+            del first
+        elif self._young is not None:
+            self.keeping = _young_collections() - self._young > 1
+        self._list = self._young = None
+        if self.keeping:
+            self._list = piece.build(self.venue)
+            return self._list
+        self._young = _young_collections()
+        return piece.records(self.venue)
+
+
 def wide_schema(tables: Sequence[str]) -> pa.Schema:
     """The schema of ``iter_batches`` for these event tables (see the module doc)."""
     out: dict[str, pa.Field] = {"table": pa.field("table", TABLE_TYPE, nullable=False)}
@@ -374,33 +414,11 @@ class Scan:
         return chain.from_iterable(self._runs())
 
     def _runs(self) -> Iterator[Iterable[Any]]:
-        """The records of each piece (a few thousand rows), made in the way that suits
-        the consumer, which is watched as it goes:
-
-        - while it drops the records as it takes them: made one at a time
-          (``Piece.records``). The live containers stay flat, so the cyclic collector
-          never runs (it was one collection over every 4,096-record chunk: 25-30 %
-          of the time), and the values are still in the CPU caches when handed out;
-        - once young collections ran during a piece (two or more: one can be the
-          scan's own set-up; the consumer keeps records, or makes containers of its
-          own): built as a list with the collector paused
-          (``Piece.build``: one collection per list instead of one per 700 new
-          containers), until a list's first record is found dropped again.
-
-        The collector's settings are never touched, only paused around a build."""
-        keeping = False
+        """The records of each piece (a few thousand rows), made as ``RecordMaker``
+        judges suits the consumer."""
+        maker = RecordMaker(self.venue)
         for piece in self.iter_pieces(min(self.chunk_rows, BUILD_ROWS)):
-            if keeping:
-                chunk = piece.build(self.venue)
-                yield chunk
-                # 2 = held by ``chunk`` and getrefcount's argument only: the consumer
-                # dropped it (a list of one: its last record is still its loop variable).
-                keeping = len(chunk) > 1 and sys.getrefcount(chunk[0]) > 2
-                del chunk
-            else:
-                before = _young_collections()
-                yield piece.records(self.venue)
-                keeping = _young_collections() - before > 1
+            yield maker.make(piece)
 
     # -- Arrow -------------------------------------------------------------------------
     def schema(self, columns: Sequence[str] | None = None) -> pa.Schema:

@@ -4,6 +4,7 @@ every part once, in the replay order (the records built from pieces: test_replay
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.replay_store import make_day
+import replay
 from replay import scan
 from replay.digest import replay_sync
 from replay.order import merge
@@ -170,3 +172,27 @@ def test_a_consumer_that_keeps_the_records_gets_them_built_in_lists(
         kept_lazy = list(replay_sync(root, "alltick"))
     assert kept == want and kept_lazy == want
     assert len(watched) * 2 < len(one_at_a_time)
+
+
+def test_an_unpaced_feed_makes_records_as_taken_and_keeps_them_when_kept(
+        bench_days: tuple[Path, list[Any]]) -> None:
+    """``ReplayFeed`` at speed "max": the records ``replay_sync`` gives, in order; a
+    consumer that drops them sets off at most one collection (the lists of 4,096 it
+    built before set off one per list), and one that keeps them gets them all."""
+    root, want = bench_days
+
+    async def run(keep: bool) -> tuple[int, Any, Any, list[Any]]:
+        n, first, last, kept = 0, None, None, []
+        async with replay.open(root, "alltick", speed="max") as feed:
+            async for e in feed:
+                first = first or e
+                last, n = e, n + 1
+                if keep:
+                    kept.append(e)
+        return n, first, last, kept
+
+    with collections() as ran:
+        n, first, last, _ = asyncio.run(run(keep=False))
+    assert len(ran) <= 1
+    assert n == len(want) and first == want[0] and last == want[-1]
+    assert asyncio.run(run(keep=True))[3] == want
