@@ -28,7 +28,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 
@@ -67,7 +67,7 @@ class ReplayFeed:
         self._done = False
 
     # -- Feed protocol ---------------------------------------------------------------
-    async def __aenter__(self) -> ReplayFeed:
+    async def __aenter__(self) -> Self:
         self._start()
         return self
 

@@ -40,7 +40,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from replay.clock import WallClock
 from replay.feed import PACED_ROWS, ReplayFeed
@@ -156,7 +156,7 @@ class ReplayServer:
         else:
             await self.server.stop()
 
-    async def __aenter__(self) -> ReplayServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.replay_store import make_day
 import replay
+from benchmarks.replay_store import make_day
 from replay import scan
 from replay.digest import replay_sync
 from replay.order import merge

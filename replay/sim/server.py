@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from replay.sim.market import Fault, Market, Tick, parse_faults
 from replay.wire import Conn, WireServer
@@ -88,7 +88,7 @@ class Simulator:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.server.stop()
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
