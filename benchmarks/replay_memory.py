@@ -11,10 +11,13 @@ importing the same modules first, and report their peak RSS (``VmHWM``):
 - ``objects``: ``replay.replay_sync`` over the first ``object_rows`` events
   (Python objects are built at well under a million a second here, so a prefix).
 
-The replay children run on the system pool as ``tickrec replay`` does
-(``ARROW_DEFAULT_MEMORY_POOL=system`` before pyarrow's import, then
-``replay.use_system_pool``); the pyarrow floor runs on pyarrow's default pool (on
-the system pool it peaked higher: 315 against ~290 MB at 2x10M rows).
+Every child starts as ``tickrec replay`` does, with pyarrow told pandas is not
+installed (``recorder.lean.skip_pandas_probe``: pandas is no dependency of either;
+it would add 31 MB to each). The replay children run on the system pool as
+``tickrec replay`` does (``ARROW_DEFAULT_MEMORY_POOL=system`` before pyarrow's
+import, then ``replay.use_system_pool``); the pyarrow floor runs on pyarrow's
+default pool (on the system pool it peaked higher: 315 against ~290 MB at 2x10M
+rows).
 
 Run as a module to read one way: ``python -m benchmarks.replay_memory ROOT MODE [LIMIT]``.
 """
@@ -42,6 +45,8 @@ def _hwm_mb() -> float:
 
 
 def _child(root: Path, mode: str, limit: int) -> dict[str, Any]:
+    from recorder.lean import skip_pandas_probe
+    skip_pandas_probe("pyarrow.dataset")    # every child, as `tickrec replay` starts
     import pyarrow.parquet as pq
 
     import replay

@@ -1,5 +1,8 @@
 """Process-wide memory setup of a recording process (issue 8: peak RSS ≤ 150 MB).
 
+(``tickrec replay`` and ``tickrec serve`` use two of its parts as well:
+``system_pool_first`` and ``skip_pandas_probe``; see ``tickrec.cli``.)
+
 ``tickrec record`` and ``tickrec daemon`` call ``lean_process()`` first, before the
 recorder modules are imported. It changes state of the whole process, so the
 library never calls it on its own; a program embedding ``Recorder`` may.

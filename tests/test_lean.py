@@ -107,3 +107,20 @@ def test_record_and_daemon_set_up_the_process_first(monkeypatch, tmp_path: Path)
     r = CliRunner().invoke(main, ["daemon", "--config", str(tmp_path / "c.toml")])
     assert r.exit_code == 0, r.output
     assert calls == [(), ("record",), ("recorder.daemon",), ("daemon",)]
+
+
+def test_a_replay_process_starts_without_pandas_on_the_system_pool(tmp_path: Path) -> None:
+    # tickrec replay/serve set the process up first: no pandas (pyarrow.dataset looks
+    # for it on import), Arrow's pools on the C allocator; replay still works.
+    code = ("import sys; from tickrec.cli import _replay_process; _replay_process(); "
+            "import pyarrow as pa, replay, replay.serve; "
+            "from recorder.lean import cxx_pool_is_system; "
+            "from benchmarks.replay_store import make_day; import pathlib; make_day(pathlib.Path(sys.argv[1]), 0, 500, 'sealed'); "
+            "print('pandas' in sys.modules, pa.default_memory_pool().backend_name, "
+            "cxx_pool_is_system(), sum(1 for _ in replay.replay_sync(sys.argv[1], 'alltick')))")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False, cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    fields = proc.stdout.split()
+    assert fields[:3] == ["False", "system", "True"], proc.stderr
+    assert int(fields[3]) > 500         # trades and books of 500 events' frames
