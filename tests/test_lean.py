@@ -115,7 +115,8 @@ def test_a_replay_process_starts_without_pandas_on_the_system_pool(tmp_path: Pat
     code = ("import sys; from tickrec.cli import _replay_process; _replay_process(); "
             "import pyarrow as pa, replay, replay.serve; "
             "from recorder.lean import cxx_pool_is_system; "
-            "from benchmarks.replay_store import make_day; import pathlib; make_day(pathlib.Path(sys.argv[1]), 0, 500, 'sealed'); "
+            "from pathlib import Path; from benchmarks.replay_store import make_day; "
+            "make_day(Path(sys.argv[1]), 0, 500, 'sealed'); "
             "print('pandas' in sys.modules, pa.default_memory_pool().backend_name, "
             "cxx_pool_is_system(), sum(1 for _ in replay.replay_sync(sys.argv[1], 'alltick')))")
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
