@@ -175,9 +175,9 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         assert sim.stdout is not None
         url = sim.stdout.readline().strip()
         assert url.startswith("ws://127.0.0.1:")
-        # long enough that the seal below (a few s on a loaded machine) ends before them
+        # they record until stopped: the seal below takes seconds on a loaded machine
         procs = {h: tickrec("record", "alltick", "--url", url, "--symbols", "AAPL.US,700.HK",
-                            "--root", root, "--duration", "10", "--flush-seconds", "0.5",
+                            "--root", root, "--flush-seconds", "0.5",
                             env={**env, "TICKREC_HOST": h,
                                  "TICKREC_JOURNAL": str(tmp_path / h)})
                  for h in ("hosta", "hostb")}
@@ -191,6 +191,18 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         report = seal_day(StoreRoot.parse(root, tmp_path / "hostc"), day)
         assert report.ok and report.sealed, report.lines()
         assert all(p.poll() is None for p in procs.values())    # both still recording
+        # both go on publishing into the sealed day (late files) before they are stopped
+        from storage.compact import day_state
+
+        def published_late() -> bool:
+            live = [p.rsplit("/", 1)[1] for p in store.parquet_files("raw")]
+            return (bool(day_state(store, day).late)
+                    and all(sum(f"-{h}-" in n for n in live) > 2 for h in procs))
+        deadline = time.monotonic() + 60
+        while not published_late() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        for h, p in procs.items():
+            p.send_signal(signal.SIGTERM)
         for h, p in procs.items():
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
@@ -203,7 +215,6 @@ def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_pa
         sim.communicate(timeout=10)
 
     # files published after the seal are late files: live beside the sealed ones
-    from storage.compact import day_state
     state = day_state(store, day)
     assert state.manifest is not None and state.late and not state.sealed
     objects = [p for t in TABLES for p in store.parquet_files(t)]
