@@ -10,11 +10,21 @@ call for unpaced clocks and calls ``advance(ts_ns)`` instead.
   ``anchor + (ts - ts0) / speed``. Lateness never accumulates: a consumer that
   falls behind gets the next events at once until it is back on schedule (the
   recorded spacing is kept on average, the schedule is never shifted). ``now()``
-  is ``ts0 + elapsed * speed``. asyncio timers fire up to ~1 ms late; with
-  ``precise=True`` the clock sleeps until ``spin`` seconds before the deadline
-  and then spins, yielding to the loop (``asyncio.sleep(0)``) until it is due,
-  which costs CPU but brings lateness down to tens of microseconds.
-  ``lateness`` holds the statistics (how late each release was).
+  is ``ts0 + elapsed * speed``. ``lateness`` holds the statistics (how late each
+  release was); ``close()`` releases the timer (``ReplayFeed`` does it on exit).
+- Default mode: an event not yet due is released ``window`` (default 1 ms)
+  after its deadline, so the events falling due in that window go out in the
+  same wake-up; when the previous event was at least ``window`` earlier (a
+  sparse feed: nothing to share a wake-up with) it is released at its
+  deadline. The sleep is a timerfd on the running loop (``replay.timer``),
+  which wakes to the microsecond: lateness is at most ``window`` plus the
+  loop's wake-up latency. Where there is no timerfd (not Linux, a loop without
+  ``add_reader``) or two tasks wait on one clock at once, the clock sleeps with
+  ``asyncio.sleep``, whose timers wake on whole milliseconds (up to ~1 ms late).
+- ``precise=True``: sleeps (``asyncio.sleep``) until ``spin`` seconds before
+  the deadline and then spins, yielding to the loop (``asyncio.sleep(0)``)
+  until it is due, which costs CPU but brings lateness down to tens of
+  microseconds.
 - ``VirtualClock``: never sleeps; ``now()`` is the ``ts_recv`` of the event
   being released (backtests; also what ``speed="max"`` uses).
 """
@@ -26,9 +36,11 @@ import time
 from array import array
 from typing import Protocol
 
+from replay.timer import TimerFd
 from schemas.errors import ConfigError
 
 SPIN_S = 0.001
+WINDOW_S = 0.001
 LATENESS_WINDOW = 65_536
 
 
@@ -40,6 +52,8 @@ class Clock(Protocol):
     def advance(self, ts_ns: int) -> None: ...
 
     async def wait_until(self, ts_ns: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Lateness:
@@ -112,6 +126,9 @@ class VirtualClock:
     async def wait_until(self, ts_ns: int) -> None:
         self._now = ts_ns
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class WallClock:
     """Release recorded times at ``speed`` × their recorded spacing (see module doc)."""
@@ -119,17 +136,23 @@ class WallClock:
     paced = True
 
     def __init__(self, speed: float = 1.0, *, precise: bool = False, spin: float = SPIN_S,
-                 start: int | None = None) -> None:
+                 window: float = WINDOW_S, start: int | None = None) -> None:
         if not speed > 0 or speed == float("inf"):
             raise ConfigError(f"bad speed {speed!r}: expected a positive finite number")
+        if not 0 <= window < 1:
+            raise ConfigError(f"bad window {window!r}: expected seconds in [0, 1)")
         self.speed = float(speed)
         self.precise = precise
         self.spin_ns = int(spin * 1e9)
+        self.window_ns = int(window * 1e9)
         self.lateness = Lateness()
         self.wakeups = 0          # sleeps taken (each costs one or more event-loop passes)
         self._start = start if start is not None else 0
         self._ts0: int | None = None
         self._wall0 = 0           # monotonic ns at the anchor
+        self._prev_due = 0        # the previous event's deadline (monotonic ns)
+        self._timer: TimerFd | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None   # the loop _timer is for
 
     @property
     def anchored(self) -> bool:
@@ -138,7 +161,7 @@ class WallClock:
     def anchor(self, ts_ns: int) -> None:
         """Make ``ts_ns`` correspond to this instant (done by the first event)."""
         self._ts0 = ts_ns
-        self._wall0 = time.monotonic_ns()
+        self._wall0 = self._prev_due = time.monotonic_ns()
 
     def now(self) -> int:
         """Replay time: ``ts0 + elapsed * speed`` (``start`` before the first event)."""
@@ -171,14 +194,36 @@ class WallClock:
         now = time.monotonic_ns()
         if now < due:
             now = await self._sleep_until(due)
+        self._prev_due = due
         self.lateness.add(now - due)
 
+    def close(self) -> None:
+        """Release the timer (the clock still works: it opens another if it sleeps again)."""
+        timer, self._timer, self._timer_loop = self._timer, None, None
+        if timer is not None:
+            timer.close()
+
+    def _loop_timer(self) -> TimerFd | None:
+        """The timerfd on the running loop (opened on first use), or None if there is none."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._timer_loop:
+            self.close()
+            self._timer, self._timer_loop = TimerFd.open(loop), loop
+        return self._timer
+
     async def _sleep_until(self, due: int) -> int:
-        """Sleep until monotonic ``due`` (in precise mode: until ``spin`` before it, then
-        spin, yielding to the loop); return the monotonic time, never before ``due``."""
+        """Sleep until monotonic ``due`` (default mode: until ``due + window``, see the
+        module doc; precise mode: until ``spin`` before it, then spin, yielding to the
+        loop); return the monotonic time, never before ``due``."""
         mono = time.monotonic_ns
         spin = self.spin_ns if self.precise else 0
         self.wakeups += 1
+        if not self.precise:
+            timer = self._loop_timer()
+            if timer is not None and not timer.busy:
+                window = self.window_ns
+                await timer.sleep_until(due + window if due - self._prev_due < window else due)
+                return mono()
         now = mono()
         while now < due:
             left = due - now

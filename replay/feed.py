@@ -80,6 +80,7 @@ class ReplayFeed:
         source, self._source = self._source, None
         if source is not None and hasattr(source, "close"):
             source.close()
+        self.clock.close()
         self._buf, self._take, self._i, self._n = [], None, 0, 0
 
     def __aiter__(self) -> ReplayFeed:

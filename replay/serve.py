@@ -204,19 +204,23 @@ class ReplayServer:
         feed = ReplayFeed(self.root, venue.name, start=self.start_ns, end=self.end_ns,
                           kind="raw", clock="virtual",
                           chunk_rows=PACED_ROWS if clock is not None else CHUNK_ROWS)
-        async with feed:
-            async for row in feed:
-                if clock is not None and not clock.anchored:
-                    clock.anchor(row.ts_recv)    # no --start: the range's first row is now
-                if row.direction != "in":
-                    continue
-                rt = route(row.payload)
-                if rt is None or (symbols is not None and rt[0] not in symbols):
-                    continue
-                if clock is not None:
-                    await clock.wait_until(row.ts_recv)
-                observe(session, rt[0], rt[1], row.payload)
-                if session.wants(rt[0], rt[1]):      # decided when due, not when read
-                    await conn.put(wire_frame(row, transport))
-                    stats.frames += 1
-                    stats.per_client[index] += 1
+        try:
+            async with feed:
+                async for row in feed:
+                    if clock is not None and not clock.anchored:
+                        clock.anchor(row.ts_recv)    # no --start: the range's first row is now
+                    if row.direction != "in":
+                        continue
+                    rt = route(row.payload)
+                    if rt is None or (symbols is not None and rt[0] not in symbols):
+                        continue
+                    if clock is not None:
+                        await clock.wait_until(row.ts_recv)
+                    observe(session, rt[0], rt[1], row.payload)
+                    if session.wants(rt[0], rt[1]):      # decided when due, not when read
+                        await conn.put(wire_frame(row, transport))
+                        stats.frames += 1
+                        stats.per_client[index] += 1
+        finally:
+            if clock is not None:
+                clock.close()          # its timer (replay.timer)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import random
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import replay
+import replay.clock
 from replay.clock import Lateness, VirtualClock, WallClock, make_clock
+from replay.timer import TimerFd
 from schemas.errors import ConfigError
 from schemas.events import Trade
 from storage.atomic import write_parquet
@@ -165,3 +174,213 @@ async def test_events_already_due_are_released_without_a_wakeup() -> None:
     assert clock.wakeups == 0 and clock.lateness.count == 101
     await clock.wait_until(T0 + 20 * MS)        # 15 ms ahead: one sleep, never early
     assert clock.wakeups >= 1 and time.monotonic_ns() >= clock.deadline(T0 + 20 * MS)
+
+
+# -- the default mode's schedule, on a simulated monotonic clock ---------------------------
+
+@dataclass
+class FakeTime:
+    """Monotonic ns that moves ``tick`` per reading and jumps when the fake timer fires."""
+    now: int = 10**12
+    tick: int = 0
+
+    def monotonic_ns(self) -> int:
+        self.now += self.tick
+        return self.now
+
+
+@dataclass
+class FakeTimer:
+    """Stands for ``TimerFd``: wakes at the time asked plus the loop's latency."""
+    clock: FakeTime
+    latencies: list[int]
+    asked: list[int] = field(default_factory=list)
+    busy = False
+
+    async def sleep_until(self, when_ns: int) -> None:
+        self.asked.append(when_ns)
+        latency = self.latencies[len(self.asked) % len(self.latencies)]
+        self.clock.now = max(self.clock.now, when_ns) + latency
+        await asyncio.sleep(0)
+
+    def close(self) -> None:
+        pass
+
+
+def simulate(mp: pytest.MonkeyPatch, fake: FakeTime, timer: FakeTimer) -> None:
+    """The clock module reads ``fake`` for monotonic time and sleeps on ``timer``."""
+    mp.setattr(replay.clock, "time", SimpleNamespace(monotonic_ns=fake.monotonic_ns))
+    mp.setattr(TimerFd, "open", classmethod(lambda cls, loop: timer))
+
+
+@settings(max_examples=150, deadline=None)
+@given(gaps=st.lists(st.integers(0, 3 * MS), min_size=1, max_size=60),
+       speed=st.sampled_from([0.5, 1.0, 3.0, 10.0, 100.0]),
+       window_us=st.sampled_from([0, 300, 1000, 1500]),
+       latencies=st.lists(st.integers(0, 400_000), min_size=1, max_size=5),
+       tick=st.integers(0, 20_000))
+def test_schedule_never_early_in_order_and_bounded(gaps: list[int], speed: float, window_us: int,
+                                                   latencies: list[int], tick: int) -> None:
+    fake = FakeTime(tick=tick)
+    timer = FakeTimer(fake, latencies)
+    times = [T0 + sum(gaps[:i]) for i in range(len(gaps) + 1)]
+    clock = WallClock(speed, window=window_us / 1e6)
+    window = clock.window_ns
+    released: list[tuple[int, int]] = []
+
+    async def run() -> None:
+        for ts in times:
+            await clock.wait_until(ts)
+            released.append((ts, fake.now))
+
+    with pytest.MonkeyPatch.context() as mp:
+        simulate(mp, fake, timer)
+        asyncio.run(run())
+    assert [ts for ts, _ in released] == times                       # same events, same order
+    # never early; out within window + latency of its deadline, or right after the event
+    # before it (a burst goes out back to back: only the readings' own ticks between)
+    deadlines = [clock.deadline(ts) for ts in times]
+    prev = 0
+    for (_, at), due in zip(released, deadlines, strict=True):
+        assert due <= at <= max(due + window + max(latencies), prev) + 4 * tick
+        prev = at
+    # each wake is asked for within [due, due + window] of the event it waits for, and
+    # an event already due when the previous one went out takes no wake-up
+    waited = [i for i in range(1, len(times)) if deadlines[i] > released[i - 1][1] + tick]
+    assert clock.wakeups == len(timer.asked) <= len(waited)
+    for when in timer.asked:
+        assert any(d <= when <= d + window for d in deadlines)
+
+
+def test_a_sparse_feed_is_released_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTime()
+    timer = FakeTimer(fake, [0])
+    simulate(monkeypatch, fake, timer)
+    clock = WallClock(1.0, window=0.001)
+
+    async def run() -> None:
+        for ts in (T0, T0 + 5 * MS, T0 + 10 * MS, T0 + 10 * MS + 100_000):
+            await clock.wait_until(ts)
+
+    asyncio.run(run())
+    due = [clock.deadline(t) for t in (T0 + 5 * MS, T0 + 10 * MS, T0 + 10 * MS + 100_000)]
+    # 5 ms apart: nothing to share a wake-up with, so no window; 0.1 ms apart: the window
+    assert timer.asked == [due[0], due[1], due[2] + MS]
+
+
+# -- the timerfd on a real loop ---------------------------------------------------------------
+
+def fd_open(fd: int) -> bool:
+    return os.path.exists(f"/proc/self/fd/{fd}")
+
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux's")
+
+
+@linux
+async def test_the_timerfd_is_never_early() -> None:
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+    for k in range(1, 41):                       # 1.1-3 ms apart: with and without the window
+        ts = T0 + k * 3 * MS - (k % 2) * 1_900_000
+        await clock.wait_until(ts)
+        assert time.monotonic_ns() >= clock.deadline(ts)
+    timer = clock._timer
+    assert timer is not None and fd_open(timer.fd) and clock.wakeups >= 1
+    clock.close()
+    assert not fd_open(timer.fd) and clock._timer is None
+
+
+@linux
+async def test_one_loop_many_clocks_each_its_own_timer() -> None:
+    clocks = [WallClock(s) for s in (1.0, 2.0, 5.0)]
+
+    async def pace(clock: WallClock) -> list[bool]:
+        ok = []
+        for k in range(30):
+            await clock.wait_until(T0 + k * 700_000)
+            ok.append(time.monotonic_ns() >= clock.deadline(T0 + k * 700_000))
+        return ok
+
+    results = await asyncio.gather(*(pace(c) for c in clocks))
+    assert all(all(r) for r in results)
+    fds = {c._timer.fd for c in clocks if c._timer is not None}
+    assert len(fds) == 3
+    for c in clocks:
+        c.close()
+    assert not any(fd_open(fd) for fd in fds)
+
+
+async def test_two_tasks_on_one_clock_are_both_never_early() -> None:
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+
+    async def wait(ts: int) -> bool:
+        await clock.wait_until(ts)
+        return time.monotonic_ns() >= clock.deadline(ts)
+
+    assert await asyncio.gather(wait(T0 + 4 * MS), wait(T0 + 6 * MS)) == [True, True]
+    clock.close()
+
+
+async def test_a_cancelled_wait_leaves_the_timer_usable() -> None:
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+    task = asyncio.ensure_future(clock.wait_until(T0 + 50 * MS))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await clock.wait_until(T0 + 20 * MS)        # the cancelled wait's timer must not release it
+    assert time.monotonic_ns() >= clock.deadline(T0 + 20 * MS)
+    clock.close()
+
+
+async def test_a_loop_without_add_reader_falls_back_to_asyncio_sleep(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    before = set(os.listdir("/proc/self/fd")) if sys.platform.startswith("linux") else set()
+
+    def no_readers(*a: object) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "add_reader", no_readers)
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+    for k in range(1, 6):
+        await clock.wait_until(T0 + k * 2 * MS)
+        assert time.monotonic_ns() >= clock.deadline(T0 + k * 2 * MS)
+    assert clock._timer is None and clock.wakeups >= 1
+    if before:
+        assert set(os.listdir("/proc/self/fd")) <= before    # the timerfd it tried was closed
+
+
+@linux
+def test_a_clock_moves_to_a_new_loop_and_a_dropped_one_closes_its_timer() -> None:
+    async def pace(clock: WallClock, base: int) -> TimerFd:
+        await clock.wait_until(base)
+        await clock.wait_until(base + 2 * MS)
+        assert clock._timer is not None and clock._timer.loop is asyncio.get_running_loop()
+        return clock._timer
+
+    clock = WallClock(1.0)
+    old = asyncio.run(pace(clock, T0))
+    new = asyncio.run(pace(clock, T0 + 10 * MS))   # a second loop: a new timer, the old one closed
+    assert old is not new and not old._finalizer.alive and fd_open(new.fd)
+    fd = new.fd
+    del clock, new
+    gc.collect()
+    assert not fd_open(fd)                       # never closed by hand: closed when collected
+
+
+@linux
+async def test_the_feed_closes_its_clock_timer(paced: tuple[Path, list[int]]) -> None:
+    root, times = paced
+    async with replay.open(root, VENUE, speed=10, end=times[0] + 200 * MS) as feed:
+        async for _ in feed:
+            pass
+        clock = feed.clock
+        assert isinstance(clock, WallClock) and clock._timer is not None
+        fd = clock._timer.fd
+        assert fd_open(fd)
+    assert clock._timer is None and not fd_open(fd)
