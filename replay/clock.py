@@ -60,35 +60,56 @@ class Lateness:
     """How late releases were: exact count/mean/max, p50/p99 over the last 65,536.
 
     Values are nanoseconds (``int``) of monotonic time after the deadline.
+    ``values`` holds the recent ones, oldest first (between ``window`` and twice
+    as many once that many were added; older ones are folded into the totals).
+    ``WallClock`` appends to it directly, ``add`` is the same with its checks.
     """
 
     def __init__(self, window: int = LATENESS_WINDOW) -> None:
         self.window = window
-        self.count = 0
-        self.total_ns = 0
-        self.max_ns = 0
-        self.last_ns = 0            # the latest release's lateness
-        self._ring = array("q")
+        self.values = array("q")
+        self.full = 2 * window         # fold() when ``values`` reaches this length
+        self._folded = 0               # how many values fold() took out of ``values``
+        self._folded_total = 0
+        self._folded_max = 0
 
     def add(self, late_ns: int) -> None:
-        if late_ns < 0:          # noqa: PLR1730 - a call to max() costs more per event
-            late_ns = 0
-        self.last_ns = late_ns
-        count = self.count
-        if count < self.window:
-            self._ring.append(late_ns)
-        else:
-            self._ring[count % self.window] = late_ns
-        self.count = count + 1
-        self.total_ns += late_ns
-        if late_ns > self.max_ns:  # noqa: PLR1730 - as above
-            self.max_ns = late_ns
+        values = self.values
+        values.append(max(0, late_ns))                    # early counts as on time
+        if len(values) >= self.full:
+            self.fold()
+
+    def fold(self) -> None:
+        """Keep the last ``window`` values; count the older ones into the totals."""
+        values = self.values
+        old = values[:-self.window]
+        self._folded += len(old)
+        self._folded_total += sum(old)
+        self._folded_max = max(self._folded_max, max(old, default=0))
+        del values[:-self.window]
+
+    @property
+    def count(self) -> int:
+        return self._folded + len(self.values)
+
+    @property
+    def total_ns(self) -> int:
+        return self._folded_total + sum(self.values)
+
+    @property
+    def max_ns(self) -> int:
+        return max(self._folded_max, max(self.values, default=0))
+
+    @property
+    def last_ns(self) -> int:
+        """The latest release's lateness (0 before any)."""
+        return self.values[-1] if self.values else 0
 
     def percentile(self, q: float) -> int:
         """The ``q`` quantile (0..1, nearest rank) of the recent window; 0 when empty."""
-        if not self._ring:
+        data = sorted(self.values[-self.window:])
+        if not data:
             return 0
-        data = sorted(self._ring)
         return data[min(len(data) - 1, max(0, round(q * (len(data) - 1))))]
 
     @property
@@ -146,6 +167,7 @@ class WallClock:
         self.spin_ns = int(spin * 1e9)
         self.window_ns = int(window * 1e9)
         self.lateness = Lateness()
+        self._late = self.lateness.values
         self.wakeups = 0          # sleeps taken (each costs one or more event-loop passes)
         self._start = start if start is not None else 0
         self._ts0: int | None = None
@@ -195,7 +217,10 @@ class WallClock:
         if now < due:
             now = await self._sleep_until(due)
         self._prev_due = due
-        self.lateness.add(now - due)
+        late = self._late               # lateness.add inlined: now >= due here
+        late.append(now - due)
+        if len(late) >= self.lateness.full:
+            self.lateness.fold()
 
     def close(self) -> None:
         """Release the timer (the clock still works: it opens another if it sleeps again)."""

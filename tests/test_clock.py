@@ -139,9 +139,13 @@ def test_lateness_statistics() -> None:
     for v in (5, -3, 1, 2, 100, 3):        # negatives count as on time; window keeps 4
         lat.add(v)
     assert lat.count == 6 and lat.max_ns == 100 and lat.total_ns == 111
-    assert sorted(lat._ring) == [1, 2, 3, 100]
+    assert sorted(lat.values[-lat.window:]) == [1, 2, 3, 100] and lat.last_ns == 3
     assert lat.p50_ns in (2, 3) and lat.p99_ns == 100
-    assert Lateness().p99_ns == 0
+    assert Lateness().p99_ns == 0 and Lateness().last_ns == 0
+    for v in range(1000):                  # folded: totals exact, the array stays bounded
+        lat.add(v)
+    assert lat.count == 1006 and lat.max_ns == 999 and lat.total_ns == 111 + sum(range(1000))
+    assert len(lat.values) < 2 * lat.window and lat.p99_ns == 999 and lat.last_ns == 999
     assert set(lat.summary()) == {"count", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
 
 
