@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from replay.clock import VirtualClock, WallClock
+from replay.clock import WINDOW_S, VirtualClock, WallClock
 
 # After the submodule import, so ``replay.digest`` is the function.
 from replay.digest import adigest, digest, replay_sync
@@ -43,7 +43,8 @@ from replay.scan import Scan
 def open(root: str | os.PathLike[str], venue: str, *,
          symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
          speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
-         tables: str | Sequence[str] | None = None, precise: bool = False) -> ReplayFeed:
+         tables: str | Sequence[str] | None = None, precise: bool = False,
+         pace_window: float = WINDOW_S) -> ReplayFeed:
     """A ``ReplayFeed``: async context manager and async iterator of the stream.
 
     ``venue`` is required; ``symbols`` a list (or "A,B"); ``start``/``end`` ns ints,
@@ -51,11 +52,14 @@ def open(root: str | os.PathLike[str], venue: str, *,
     ``"max"``; ``clock`` "wall" or "virtual" (never sleeps, ``now()`` = the event's
     ``ts_recv``); ``kind`` "events" or "raw" (``RawRow``s); ``tables`` a subset of
     the event tables (default all five); ``precise`` spins the last millisecond of
-    each wait. Bad arguments, a missing root or a directory that is not a store
+    each wait; ``pace_window`` (seconds, default 0.001) is how late the default mode
+    may release an event so that the events due within it share one wake-up
+    (``replay.clock``: more saves CPU at high rates, less is less late). Bad arguments, a missing root or a directory that is not a store
     raise ``ConfigError`` here; an empty range just yields nothing.
     """
     return ReplayFeed(root, venue, symbols=symbols, start=start, end=end, speed=speed,
-                      clock=clock, kind=kind, tables=tables, precise=precise)
+                      clock=clock, kind=kind, tables=tables, precise=precise,
+                      pace_window=pace_window)
 
 
 def use_system_pool() -> None:

@@ -258,10 +258,10 @@ class WallClock:
 
 
 def make_clock(clock: str, speed: float | None, precise: bool = False,
-               start: int | None = None) -> VirtualClock | WallClock:
+               start: int | None = None, window: float = WINDOW_S) -> VirtualClock | WallClock:
     """``clock`` is "wall" or "virtual"; ``speed`` None means "max" (never waits)."""
     if clock not in ("wall", "virtual"):
         raise ConfigError(f"bad clock {clock!r}: expected 'wall' or 'virtual'")
     if clock == "virtual" or speed is None:
         return VirtualClock(start)
-    return WallClock(speed, precise=precise, start=start)
+    return WallClock(speed, precise=precise, start=start, window=window)

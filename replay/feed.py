@@ -32,7 +32,7 @@ from typing import Any, Self
 
 import pyarrow as pa
 
-from replay.clock import Lateness, VirtualClock, WallClock, make_clock
+from replay.clock import WINDOW_S, Lateness, VirtualClock, WallClock, make_clock
 from replay.order import Piece
 from replay.params import parse_speed
 from replay.rows import RawRow
@@ -50,12 +50,12 @@ class ReplayFeed:
                  symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
                  speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
                  tables: str | Sequence[str] | None = None, precise: bool = False,
-                 chunk_rows: int = CHUNK_ROWS) -> None:
+                 pace_window: float = WINDOW_S, chunk_rows: int = CHUNK_ROWS) -> None:
         self.scan = Scan(root, venue, symbols=symbols, start=start, end=end, tables=tables,
                          kind=kind, chunk_rows=chunk_rows)
         self.speed = parse_speed(speed)
         self.clock: VirtualClock | WallClock = make_clock(clock, self.speed, precise,
-                                                          self.scan.start)
+                                                          self.scan.start, pace_window)
         self.count = 0                         # events handed to the consumer
         self._source: Iterator[Piece] | None = None
         self._pending: asyncio.Future[Piece | None] | None = None

@@ -158,6 +158,17 @@ def test_make_clock() -> None:
         make_clock("sundial", 1.0)
     with pytest.raises(ConfigError):
         WallClock(0)
+    assert make_clock("wall", 1.0, window=0.002).window_ns == 2 * MS    # type: ignore[union-attr]
+    with pytest.raises(ConfigError):
+        WallClock(1.0, window=-0.001)
+
+
+async def test_the_pace_window_reaches_the_clock(paced: tuple[Path, list[int]]) -> None:
+    root, _ = paced
+    feed = replay.open(root, VENUE, speed=2, pace_window=0.0005)
+    assert isinstance(feed.clock, WallClock) and feed.clock.window_ns == 500_000
+    with pytest.raises(ConfigError):
+        replay.open(root, VENUE, pace_window=5)
 
 
 def test_trade_rows_match_the_helper() -> None:
