@@ -247,8 +247,12 @@ class WallClock:
             timer = self._loop_timer()
             if timer is not None and not timer.busy:
                 window = self.window_ns
-                await timer.sleep_until(due + window if due - self._prev_due < window else due)
-                return mono()
+                try:
+                    await timer.sleep_until(due + window if due - self._prev_due < window else due)
+                    return mono()
+                except OSError:         # timerfd_settime refused: asyncio.sleep from now on
+                    timer.close()
+                    self._timer = None
         now = mono()
         while now < due:
             left = due - now

@@ -371,6 +371,26 @@ async def test_a_loop_without_add_reader_falls_back_to_asyncio_sleep(
 
 
 @linux
+async def test_a_timer_that_fails_to_arm_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+    await clock.wait_until(T0 + 2 * MS)
+    timer = clock._timer
+    assert timer is not None
+
+    def refuse(when_ns: int) -> None:
+        raise OSError(22, "timerfd_settime failed")
+
+    monkeypatch.setattr(timer, "_arm", refuse)
+    ts = clock.now() + 20 * MS                  # surely not due yet: a sleep
+    await clock.wait_until(ts)
+    assert time.monotonic_ns() >= clock.deadline(ts)
+    assert clock._timer is None and not fd_open(timer.fd)
+    await clock.wait_until(ts + 3 * MS)         # and keeps pacing, on asyncio.sleep
+    assert time.monotonic_ns() >= clock.deadline(ts + 3 * MS)
+
+
+@linux
 def test_a_clock_moves_to_a_new_loop_and_a_dropped_one_closes_its_timer() -> None:
     async def pace(clock: WallClock, base: int) -> TimerFd:
         await clock.wait_until(base)
