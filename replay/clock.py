@@ -17,8 +17,9 @@ call for unpaced clocks and calls ``advance(ts_ns)`` instead.
   same wake-up; when the previous event was at least ``window`` earlier (a
   sparse feed: nothing to share a wake-up with) it is released at its
   deadline. The sleep is a timerfd on the running loop (``replay.timer``),
-  which wakes to the microsecond: lateness is at most ``window`` plus the
-  loop's wake-up latency. Where there is no timerfd (not Linux, a loop without
+  which wakes to the microsecond: an event is released at most ``window`` plus
+  the loop's wake-up latency after its deadline, or right after the events
+  before it (a consumer that keeps up: ``window`` + latency). Where there is no timerfd (not Linux, a loop without
   ``add_reader``) or two tasks wait on one clock at once, the clock sleeps with
   ``asyncio.sleep``, whose timers wake on whole milliseconds (up to ~1 ms late).
 - ``precise=True``: sleeps (``asyncio.sleep``) until ``spin`` seconds before

@@ -5,7 +5,8 @@ timeout up), so a sleep toward a deadline 20 µs away lasts about 1.05 ms. A
 timerfd armed at an absolute ``CLOCK_MONOTONIC`` time (the clock of
 ``time.monotonic_ns`` on Linux) becomes readable at that time to the microsecond,
 and it is registered with the loop once, so each sleep costs one
-``timerfd_settime`` call and one future.
+``timerfd_settime`` call, one ``read`` and one future (about what an
+``asyncio.sleep`` costs: docs/benchmarks.md, "Pacing").
 
 ``TimerFd.open(loop)`` returns None where this is not available: not Linux, no
 ``timerfd_create`` in the C library, or a loop without ``add_reader`` (the
