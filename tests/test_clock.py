@@ -163,6 +163,14 @@ def test_make_clock() -> None:
         WallClock(1.0, window=-0.001)
 
 
+def test_deadlines_are_exact_integer_ns() -> None:
+    for speed, recorded, wall in ((2.5, 10**9, 400_000_000), (10.0, 7, 0), (0.25, 3, 12),
+                                  (1.0, 86_400 * 10**9 + 1, 86_400 * 10**9 + 1)):
+        clock = WallClock(speed)
+        clock.anchor(T0)
+        assert clock.deadline(T0 + recorded) - clock._wall0 == wall
+
+
 async def test_the_pace_window_reaches_the_clock(paced: tuple[Path, list[int]]) -> None:
     root, _ = paced
     feed = replay.open(root, VENUE, speed=2, pace_window=0.0005)
