@@ -54,8 +54,9 @@ def open(root: str | os.PathLike[str], venue: str, *,
     the event tables (default all five); ``precise`` spins the last millisecond of
     each wait; ``pace_window`` (seconds, default 0.001) is how late the default mode
     may release an event so that the events due within it share one wake-up
-    (``replay.clock``: more saves CPU at high rates, less is less late). Bad arguments, a missing root or a directory that is not a store
-    raise ``ConfigError`` here; an empty range just yields nothing.
+    (``replay.clock``: more saves CPU at high rates, less is less late). Bad
+    arguments, a missing root or a directory that is not a store raise
+    ``ConfigError`` here; an empty range just yields nothing.
     """
     return ReplayFeed(root, venue, symbols=symbols, start=start, end=end, speed=speed,
                       clock=clock, kind=kind, tables=tables, precise=precise,

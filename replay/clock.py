@@ -19,9 +19,10 @@ call for unpaced clocks and calls ``advance(ts_ns)`` instead.
   deadline. The sleep is a timerfd on the running loop (``replay.timer``),
   which wakes to the microsecond: an event is released at most ``window`` plus
   the loop's wake-up latency after its deadline, or right after the events
-  before it (a consumer that keeps up: ``window`` + latency). Where there is no timerfd (not Linux, a loop without
-  ``add_reader``) or two tasks wait on one clock at once, the clock sleeps with
-  ``asyncio.sleep``, whose timers wake on whole milliseconds (up to ~1 ms late).
+  before it (a consumer that keeps up: ``window`` + latency). Where there is no
+  timerfd (not Linux, a loop without ``add_reader``) or two tasks wait on one
+  clock at once, the clock sleeps with ``asyncio.sleep``, whose timers wake on
+  whole milliseconds (up to ~1 ms late).
 - ``precise=True``: sleeps (``asyncio.sleep``) until ``spin`` seconds before
   the deadline and then spins, yielding to the loop (``asyncio.sleep(0)``)
   until it is due, which costs CPU but brings lateness down to tens of
