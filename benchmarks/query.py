@@ -113,7 +113,7 @@ def _decode(files: list[Path]) -> None:
                                               read_dictionary=["symbol"]), files))
 
 
-def run(rows: int = 100_000_000, days: int = 2, rounds: int = 3) -> dict[str, Any]:
+def run(rows: int = 100_000_000, days: int = 2, rounds: int = 5) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
