@@ -41,14 +41,16 @@ NO_STATS = frozenset({"payload", "note", "extras", "detail", "url", "close_reaso
                       "subscriptions"})
 WRITE_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3,
                                      write_page_index=True)
-# One data page per column chunk of a row group (no byte limit below 64 MB): a
-# page of ROW_GROUP_ROWS rows starts and ends on DuckDB's 2,048-row vectors, so
-# its scan can hand whole dictionary vectors to GROUP BY (pyarrow's default pages
-# of 20,000 rows straddle vectors and make DuckDB hash the group values instead).
-PAGE_OPTIONS: dict[str, Any] = {"max_rows_per_page": ROW_GROUP_ROWS, "data_page_size": 1 << 26}
+# Data pages of a whole row group (ROW_GROUP_ROWS rows), cut earlier only at
+# pyarrow's 1 MB page limit (which no trades column reaches; raw payloads do, and
+# keep 1 MB pages): a page that starts and ends on DuckDB's 2,048-row vectors
+# lets its scan hand whole dictionary vectors to GROUP BY (pyarrow's default
+# pages of 20,000 rows straddle vectors and make DuckDB hash the values instead).
+PAGE_OPTIONS: dict[str, Any] = {"max_rows_per_page": ROW_GROUP_ROWS}
 # Columns a sealed file stores uncompressed: the ones scans read most (VWAP is
 # price x size). Their pages are dictionary indices that zstd shrinks little
-# (0.6 bytes a trade for price, nothing for size) at ~15% of DuckDB's scan.
+# (0.57 byte a generated trade for price, nothing for size) at 1.17x the CPU of
+# DuckDB's VWAP scan (docs/benchmarks.md, "Query").
 UNCOMPRESSED: dict[str, frozenset[str]] = {"trades": frozenset({"price", "size"})}
 
 
@@ -77,9 +79,9 @@ def _compression(table: str) -> dict[str, Any]:
 def sealed_options(table: str) -> dict[str, Any]:
     """``ParquetWriter`` options of a sealed file of ``table``: the rolled files'
     encodings plus dictionaries for float columns, row-group statistics (not for
-    payload columns), a page index, the seal order as ``sorting_columns``, one
-    data page per column chunk of a row group (``PAGE_OPTIONS``) and zstd but
-    for the ``UNCOMPRESSED`` columns.
+    payload columns), a page index, the seal order as ``sorting_columns``, data
+    pages of a whole row group up to 1 MB (``PAGE_OPTIONS``) and zstd but for
+    the ``UNCOMPRESSED`` columns.
 
     Prices and sizes (book levels too) repeat on their tick and lot grids, and a
     sealed row group holds one or a few symbols, so their dictionaries stay
