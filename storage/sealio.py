@@ -41,6 +41,17 @@ NO_STATS = frozenset({"payload", "note", "extras", "detail", "url", "close_reaso
                       "subscriptions"})
 WRITE_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3,
                                      write_page_index=True)
+# Data pages of a whole row group (ROW_GROUP_ROWS rows), cut earlier only at
+# pyarrow's 1 MB page limit (which no trades column reaches; raw payloads do, and
+# keep 1 MB pages): a page that starts and ends on DuckDB's 2,048-row vectors
+# lets its scan hand whole dictionary vectors to GROUP BY (pyarrow's default
+# pages of 20,000 rows straddle vectors and make DuckDB hash the values instead).
+PAGE_OPTIONS: dict[str, Any] = {"max_rows_per_page": ROW_GROUP_ROWS}
+# Columns a sealed file stores uncompressed: the ones scans read most (VWAP is
+# price x size). Their pages are dictionary indices that zstd shrinks little
+# (0.57 byte a generated trade for price, nothing for size) at 1.17x the CPU of
+# DuckDB's VWAP scan (docs/benchmarks.md, "Query").
+UNCOMPRESSED: dict[str, frozenset[str]] = {"trades": frozenset({"price", "size"})}
 
 
 def _float_columns(schema: pa.Schema) -> list[str]:
@@ -55,10 +66,22 @@ def _float_columns(schema: pa.Schema) -> list[str]:
     return out
 
 
+def _compression(table: str) -> dict[str, Any]:
+    """zstd level 3 for every column but the table's ``UNCOMPRESSED`` ones."""
+    plain = UNCOMPRESSED.get(table, frozenset())
+    if not plain:
+        return {}
+    names = TABLES[table].names
+    return {"compression": {n: "none" if n in plain else "zstd" for n in names},
+            "compression_level": {n: 3 for n in names if n not in plain}}
+
+
 def sealed_options(table: str) -> dict[str, Any]:
     """``ParquetWriter`` options of a sealed file of ``table``: the rolled files'
     encodings plus dictionaries for float columns, row-group statistics (not for
-    payload columns), a page index and the seal order as ``sorting_columns``.
+    payload columns), a page index, the seal order as ``sorting_columns``, data
+    pages of a whole row group up to 1 MB (``PAGE_OPTIONS``) and zstd but for
+    the ``UNCOMPRESSED`` columns.
 
     Prices and sizes (book levels too) repeat on their tick and lot grids, and a
     sealed row group holds one or a few symbols, so their dictionaries stay
@@ -68,7 +91,8 @@ def sealed_options(table: str) -> dict[str, Any]:
     """
     schema = TABLES[table]
     enc = encoding_options(schema)
-    return dict(WRITE_OPTIONS, column_encoding=enc["column_encoding"],
+    return dict(WRITE_OPTIONS, **PAGE_OPTIONS, **_compression(table),
+                column_encoding=enc["column_encoding"],
                 use_dictionary=enc["use_dictionary"] + _float_columns(schema),
                 write_statistics=[n for n in schema.names if n not in NO_STATS],
                 sorting_columns=pq.SortingColumn.from_ordering(
