@@ -104,13 +104,9 @@ def _by_symbol(rng: np.random.Generator, start: int, rows: int) -> Iterator[dict
 
 
 def _sealed_writer(path: Path, table: str) -> pq.ParquetWriter:
-    schema = TABLES[table]
-    sorting = pq.SortingColumn.from_ordering(
-        schema, [(k, "ascending") for k in sealio.sort_key(table)])
-    stats = [n for n in schema.names if n not in sealio.NO_STATS]
+    """A writer with the options ``tickrec compact`` seals with (``sealio.sealed_options``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return pq.ParquetWriter(path, schema, write_statistics=stats, sorting_columns=sorting,
-                            **sealio.WRITE_OPTIONS, **encoding_options(schema))
+    return pq.ParquetWriter(path, TABLES[table], **sealio.sealed_options(table))
 
 
 def _write_sealed(root: Path, date: str, parts: Iterator[dict[str, pa.Table]],
