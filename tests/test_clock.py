@@ -65,7 +65,8 @@ async def test_speed_10_shrinks_the_spacing_tenfold(paced: tuple[Path, list[int]
             released.append((time.monotonic_ns(), ev.ts_recv))
     assert [ts for _, ts in released] == times
     elapsed = (released[-1][0] - released[0][0]) / 1e9
-    assert span_s / 10 * 0.9 <= elapsed <= span_s / 10 * 1.5, (elapsed, span_s)
+    # at most 3x: a loaded machine is slow, but speed 1 would be 10x
+    assert span_s / 10 * 0.9 <= elapsed <= span_s / 10 * 3, (elapsed, span_s)
     # Never early: each event at or after anchor + (ts - ts0) / speed.
     assert all(wall >= clock.deadline(ts) for wall, ts in released)
     lat = clock.lateness
@@ -112,17 +113,22 @@ async def test_wall_clock_now_runs_at_speed() -> None:
 
 
 async def test_a_late_consumer_catches_up_instead_of_shifting(paced: tuple[Path, list[int]]) -> None:
+    # 100 ms of recorded time at speed 10, and the consumer stalls 100 ms on the first
+    # event: every later event is due by then and goes out at once, with no sleep
+    # (a shifted schedule would sleep ~100 ms more); how late they were is recorded.
     root, times = paced
-    end = times[0] + 1000 * MS                                # 100 ms at speed 10
+    end = times[0] + 1000 * MS
     async with replay.open(root, VENUE, speed=10, end=end) as feed:
-        t0: float | None = None
+        clock = feed.clock
+        assert isinstance(clock, WallClock)
+        n, sleeps_after_stall = 0, None
         async for _ in feed:
-            if t0 is None:
-                t0 = time.monotonic()
+            n += 1
+            if sleeps_after_stall is None:
                 await asyncio.sleep(0.1)                      # stall on the first event
-        assert t0 is not None
-        elapsed = time.monotonic() - t0
-    assert 0.1 <= elapsed < 0.15, elapsed                     # not 100 ms + 100 ms
+                sleeps_after_stall = clock.wakeups
+        assert n > 10 and clock.wakeups == sleeps_after_stall
+        assert clock.lateness.max_ns >= 90 * 1_000_000
 
 
 async def test_virtual_clock() -> None:
@@ -195,8 +201,8 @@ async def test_events_already_due_are_released_without_a_wakeup() -> None:
     for k in range(100):                        # all due 5 ms ago .. now: no sleep at all
         await clock.wait_until(T0 + k * 40_000)
     assert clock.wakeups == 0 and clock.lateness.count == 101
-    await clock.wait_until(T0 + 20 * MS)        # 15 ms ahead: one sleep, never early
-    assert clock.wakeups >= 1 and time.monotonic_ns() >= clock.deadline(T0 + 20 * MS)
+    await clock.wait_until(T0 + 300 * MS)       # still ahead: one sleep, never early
+    assert clock.wakeups >= 1 and time.monotonic_ns() >= clock.deadline(T0 + 300 * MS)
 
 
 # -- the default mode's schedule, on a simulated monotonic clock ---------------------------
@@ -349,13 +355,13 @@ async def test_two_tasks_on_one_clock_are_both_never_early() -> None:
 async def test_a_cancelled_wait_leaves_the_timer_usable() -> None:
     clock = WallClock(1.0)
     await clock.wait_until(T0)
-    task = asyncio.ensure_future(clock.wait_until(T0 + 50 * MS))
-    await asyncio.sleep(0.005)
+    task = asyncio.ensure_future(clock.wait_until(T0 + 200 * MS))
+    await asyncio.sleep(0)                      # the task arms the timer and waits
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await clock.wait_until(T0 + 20 * MS)        # the cancelled wait's timer must not release it
-    assert time.monotonic_ns() >= clock.deadline(T0 + 20 * MS)
+    await clock.wait_until(T0 + 300 * MS)       # the cancelled wait's timer must not release it
+    assert time.monotonic_ns() >= clock.deadline(T0 + 300 * MS)
     clock.close()
 
 
