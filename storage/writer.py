@@ -3,15 +3,18 @@
 Rows are buffered per (table, UTC date of ``ts_recv``) in arrival order, compactly
 (``Rows``): row tuples become Arrow tables every ``CHUNK_ROWS`` rows (a columnar
 decoder's rows arrive as Arrow tables, ``add_table``), and Arrow rows become a
-zstd Parquet row group of an in-memory file every ``ROW_GROUP_ROWS``. ``take()``
+zstd Parquet row group every ``ROW_GROUP_ROWS``, written to the file's temp as
+it is encoded (local roots; in memory on S3: ``storage.spool``). ``take()``
 swaps the buffers out (cheap: call it on the event loop); ``publish(batch)``
-writes them (slow: may run in a worker thread). One publish writes at most one
-file per (table, date), so files roll by size/time, never one per frame or per
-symbol, and a batch that spans midnight is split at the date boundary.
+fsyncs or writes the files (slow: may run in a worker thread). One publish
+writes at most one file per (table, date), so files roll by size/time, never
+one per frame or per symbol, and a batch that spans midnight is split at the
+date boundary.
 
 Publishing follows an intent protocol kept in ``state_dir/checkpoint.json``:
 
-1. every file is written complete under a hidden temp name and fsynced;
+1. every file is written complete under a hidden temp name and fsynced (a failed
+   publish takes the batch's files back into memory and removes the temps);
 2. the checkpoint records the intent: how many journal records the batch
    covers and the (temp, final) pairs;
 3. the temps are renamed to their final names;
