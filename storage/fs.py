@@ -33,6 +33,7 @@ else ``~/.cache/tickrec/journal/<bucket>/<prefix>`` (``journal_root``).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ def is_s3(text: str | os.PathLike[str]) -> bool:
 
 def s3_filesystem() -> pafs.S3FileSystem:
     """A pyarrow S3 filesystem configured from the AWS_* environment variables."""
+    if "S3FileSystem" not in vars(pafs):
+        # imported without its object-store filesystems (recorder.lean): now whole
+        importlib.reload(pafs)
     env = os.environ
     kw: dict[str, object] = {
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"}

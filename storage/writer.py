@@ -3,15 +3,18 @@
 Rows are buffered per (table, UTC date of ``ts_recv``) in arrival order, compactly
 (``Rows``): row tuples become Arrow tables every ``CHUNK_ROWS`` rows (a columnar
 decoder's rows arrive as Arrow tables, ``add_table``), and Arrow rows become a
-zstd Parquet row group of an in-memory file every ``ROW_GROUP_ROWS``. ``take()``
+zstd Parquet row group every ``ROW_GROUP_ROWS``, written to the file's temp as
+it is encoded (local roots; in memory on S3: ``storage.spool``). ``take()``
 swaps the buffers out (cheap: call it on the event loop); ``publish(batch)``
-writes them (slow: may run in a worker thread). One publish writes at most one
-file per (table, date), so files roll by size/time, never one per frame or per
-symbol, and a batch that spans midnight is split at the date boundary.
+fsyncs or writes the files (slow: may run in a worker thread). One publish
+writes at most one file per (table, date), so files roll by size/time, never
+one per frame or per symbol, and a batch that spans midnight is split at the
+date boundary.
 
 Publishing follows an intent protocol kept in ``state_dir/checkpoint.json``:
 
-1. every file is written complete under a hidden temp name and fsynced;
+1. every file is written complete under a hidden temp name and fsynced (a failed
+   publish takes the batch's files back into memory and removes the temps);
 2. the checkpoint records the intent: how many journal records the batch
    covers and the (temp, final) pairs;
 3. the temps are renamed to their final names;
@@ -36,6 +39,7 @@ already exists is overwritten with the same rows, and a missing one appears.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -46,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from schemas.errors import StoreError
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
 from schemas.venues.columnar import binary_array, constant
@@ -53,6 +58,7 @@ from storage.atomic import (PARQUET_OPTIONS, encoding_options, fsync_dir, read_j
                             write_json, write_temp)
 from storage.fs import StoreRoot, as_store
 from storage.layout import DAY_NS, date_of, partition_dir
+from storage.spool import Spool
 
 _COUNT = attrgetter("count")
 WRITER_OPTIONS = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
@@ -64,6 +70,10 @@ ROW_GROUP_ROWS = 32_768  # Arrow rows held before they are encoded as one Parque
 # statistics on the payloads (two payload copies per page and row group; nothing
 # prunes on them) a raw row is no larger than in groups of 32,768 (docs/benchmarks.md).
 RAW_ROW_GROUP_ROWS = 8_192
+# ... for book rows (~241 bytes each in Arrow, four lists of doubles: 4 MB held instead
+# of 8 MB); a book row is 0.1 % larger than in groups of 32,768 (docs/benchmarks.md).
+BOOK_ROW_GROUP_ROWS = 16_384
+_GROUP_ROWS = {"raw": RAW_ROW_GROUP_ROWS, "book": BOOK_ROW_GROUP_ROWS}
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
@@ -73,48 +83,21 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
             "write_statistics": True if len(stats) == len(schema) else stats}
 
 
-class Spool:
-    """A file written in memory as the pieces its writer hands over (Parquet: a few
-    dozen per row group), so it holds its size; an Arrow ``BufferOutputStream``
-    doubles its buffer as it grows and held up to twice a batch's compressed bytes."""
-    __slots__ = ("closed", "pieces", "size")
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-        self.size = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        self.pieces.append(bytes(data))        # a copy only if not bytes already
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.pieces)
-
-
 class Rows:
     """The buffered rows of one (table, date), in arrival order, kept small: row tuples
     become an Arrow table every ``CHUNK_ROWS`` rows, and Arrow tables are encoded as a
     Parquet row group (zstd, in memory) every ``ROW_GROUP_ROWS`` rows, so a batch costs
     its compressed size, not its Python or Arrow size (raw rows: every
-    ``RAW_ROW_GROUP_ROWS``). ``files()`` closes the file;
+    ``RAW_ROW_GROUP_ROWS``, book rows every ``BOOK_ROW_GROUP_ROWS``), written to a
+    ``Spool`` made by ``spool`` (on disk: not even that). ``files()`` closes the file;
     a failed batch given back (``prepend``) keeps its files in front."""
     __slots__ = ("table", "group_rows", "chunks", "tail", "count", "loose", "_sink", "_writer",
-                 "done")
+                 "done", "_spool")
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, spool: Callable[[], Spool] = Spool) -> None:
         self.table = table
-        self.group_rows = RAW_ROW_GROUP_ROWS if table == "raw" else ROW_GROUP_ROWS
+        self._spool = spool
+        self.group_rows = _GROUP_ROWS.get(table, ROW_GROUP_ROWS)
         self.chunks: list[pa.Table] = []
         self.tail: list[tuple[Any, ...]] = []
         self.count = 0
@@ -157,7 +140,7 @@ class Rows:
             return
         if self._writer is None:
             schema = TABLES[self.table]
-            self._sink = Spool()
+            self._sink = self._spool()
             self._writer = pq.ParquetWriter(self._sink, schema, **writer_options(schema))
         table = self.chunks[0] if len(self.chunks) == 1 else pa.concat_tables(self.chunks)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
@@ -225,14 +208,23 @@ class StoreWriter:
         self.files_published = 0
         self.rows_published = 0
         self._unsettled: tuple[int, list[tuple[Path, Path]], int] | None = None
+        self._spools = itertools.count()
 
     # -- buffering (hot path) --------------------------------------------------------
     def _rows(self, table: str, ts: int) -> Rows:
         key = (table, date_of(ts))
         rows = self._batch.rows.get(key)
         if rows is None:
-            rows = self._batch.rows[key] = Rows(table)
+            rows = self._batch.rows[key] = self._new_rows(key)
         return rows
+
+    def _new_rows(self, key: tuple[str, str]) -> Rows:
+        """Rows of (table, date) whose files go straight to their temp files (local
+        roots: ``storage.spool``; the names match ``recover_publish``'s clean-up)."""
+        if self.store.s3:
+            return Rows(key[0])
+        where = partition_dir(self.root, key[0], self.venue, key[1])
+        return Rows(key[0], lambda: Spool(where / f".{self.run}-s{next(self._spools):06d}.tmp"))
 
     def add_raw(self, session: str, rec: RawRecord) -> None:
         self._rows("raw", rec.ts_recv).append(
@@ -308,16 +300,28 @@ class StoreWriter:
         if self.store.s3:
             return self._publish_objects(batch)
         pairs: list[tuple[Path, Path]] = []
+        written: list[Path] = []        # temps written here from memory
         try:
             for (table, date), rows in sorted(batch.rows.items(), key=lambda kv: kv[0]):
                 for data in rows.files():
+                    if data.lost:
+                        raise StoreError("a batch's Parquet file was lost after a failed write; "
+                                         "restart the recorder: its rows are recovered from "
+                                         "the journal")
                     final = partition_dir(self.root, table, self.venue, date) / \
                         f"{self.run}-{self._next_file:06d}.parquet"
                     self._next_file += 1
-                    pairs.append((write_temp(data.pieces, final), final))
+                    if data.on_disk:
+                        pairs.append((data.finish(), final))
+                    else:
+                        written.append(write_temp(data.pieces, final))
+                        pairs.append((written[-1], final))
             self._checkpoint(batch.records, [[str(t), str(f)] for t, f in pairs])
         except BaseException:
-            for tmp, _ in pairs:
+            for rows in batch.rows.values():    # the batch is given back whole, in memory
+                for data in rows.done:
+                    data.hold()
+            for tmp in written:
                 try:
                     tmp.unlink()
                 except OSError:
@@ -346,7 +350,9 @@ class StoreWriter:
     def restore(self, batch: Batch) -> None:
         """Put the rows of a batch whose publish failed back in front of the buffer."""
         for key, rows in batch.rows.items():
-            mine = self._batch.rows.setdefault(key, Rows(key[0]))
+            mine = self._batch.rows.get(key)
+            if mine is None:
+                mine = self._batch.rows[key] = self._new_rows(key)
             mine.prepend(rows)
         self._batch.records = max(self._batch.records, batch.records)
 

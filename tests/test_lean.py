@@ -34,7 +34,8 @@ for i in range(600):
 cap.close()
 rows = {t: sum(pq.ParquetFile(f).metadata.num_rows for f in (Path(sys.argv[1]) / t).rglob("*.parquet"))
         for t in ("raw", "trades", "book")}
-out = {"rows": rows, "loaded": sorted(m for m in ("pandas", "duckdb", "pyarrow.dataset")
+out = {"rows": rows, "loaded": sorted(m for m in ("pandas", "duckdb", "pyarrow.dataset",
+                                                  "pyarrow._s3fs", "pyarrow._gcsfs")
                                        if m in sys.modules),
        "pool": pa.default_memory_pool().backend_name, "cxx_pool_system": cxx_pool_is_system()}
 try:
@@ -59,6 +60,19 @@ def test_a_lean_capture_imports_neither_pandas_nor_duckdb(tmp_path: Path) -> Non
     assert out["pool"] == "system"
     assert out["cxx_pool_system"]       # the Parquet encoders' pool too (lean_process ran first)
     assert out["pandas_after"] in (None, [[1.5, 2.5], 2])     # pandas still usable
+
+
+def test_an_s3_root_still_works_after_lean_process() -> None:
+    # lean_process imports pyarrow.fs without the object-store filesystems; an S3
+    # filesystem made afterwards imports them (nothing is dialled until it is used).
+    code = ("import sys; from recorder.lean import lean_process; lean_process(); "
+            "import recorder.live, pyarrow.fs as pafs; before = 'pyarrow._s3fs' in sys.modules; "
+            "from storage.fs import StoreRoot; root = StoreRoot.parse('s3://bucket/prefix'); "
+            "print(before, isinstance(root.fs, pafs.S3FileSystem), pafs.S3FileSystem.__module__)")
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "True", "pyarrow._s3fs"], proc.stderr
 
 
 def test_the_command_line_leaves_pyarrow_to_lean_process() -> None:

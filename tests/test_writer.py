@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import RawRecord, Trade
+from schemas.events import Book, RawRecord, Trade
 from schemas.tables import METADATA_KEY, SCHEMA_VERSION
 from storage.layout import DAY_NS, date_of
 from storage.writer import StoreWriter, recover_publish
@@ -141,6 +141,21 @@ def test_raw_rows_are_encoded_in_smaller_row_groups_without_payload_statistics(
     assert cols["ts_recv"].is_stats_set and cols["frame"].is_stats_set
     back = pq.read_table(w.root / "raw").column("payload").to_pylist()
     assert back == [b'{"p":%d}' % i for i in range(n)]
+
+
+def test_book_rows_are_encoded_in_row_groups_of_16384(tmp_path: Path) -> None:
+    from storage.writer import BOOK_ROW_GROUP_ROWS
+    w = StoreWriter(tmp_path, "alltick", "run1", tmp_path / "j")
+    n = 2 * BOOK_ROW_GROUP_ROWS + 10
+    for i in range(n):
+        w.add_event(Book(venue="alltick", symbol="A", ts_recv=DAY0 + i, ts_event=DAY0 + i, seq=i,
+                         session="s1", frame=i, pos=0, depth=1, bid_px=[1.0], bid_sz=[float(i)],
+                         ask_px=[1.5], ask_sz=[1.0]))
+    (book,) = w.publish(w.take())
+    md = pq.ParquetFile(book).metadata
+    assert [md.row_group(g).num_rows for g in range(md.num_row_groups)] == \
+        [BOOK_ROW_GROUP_ROWS, BOOK_ROW_GROUP_ROWS, 10]
+    assert pq.read_table(book).column("bid_sz").to_pylist() == [[float(i)] for i in range(n)]
 
 
 def test_a_spooled_file_is_the_file_a_growing_buffer_would_hold(tmp_path: Path) -> None:

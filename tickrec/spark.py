@@ -27,8 +27,9 @@ What it takes for Spark to read a tickrec store (docs/scaling-out.md):
   older schema version read with their missing columns as null, and the
   footers are not all read up front.
 - **Only published files.** Writers publish by renaming a hidden temp
-  (``.<run>-<n>.parquet.tmp``); Spark skips names starting with ``.`` or
-  ``_``, and ``pathGlobFilter`` keeps to ``*.parquet``.
+  (``.<run>-<n>.parquet.tmp``, or ``.<run>-s<n>.tmp`` written as rows arrive);
+  Spark skips names starting with ``.`` or ``_``, and ``pathGlobFilter`` keeps
+  to ``*.parquet``.
 """
 
 from __future__ import annotations
