@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from replay.wire import FanOut, put_limit, wait_for_room
+from replay.wire import FanOut, put_limit, wait_for_room, wait_out_stall
 from schemas.errors import ProtocolError
 from schemas.venues.base import Reply, ServerSession
 
@@ -166,6 +166,7 @@ class TcpWireServer(FanOut):
         while True:
             item = await conn.queue.get()
             conn.room.set()
+            await wait_out_stall(conn)
             if item is None:
                 with contextlib.suppress(ConnectionError, OSError):
                     await conn.writer.drain()

@@ -159,7 +159,7 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
     adapter = make_adapter(venue, **(adapter_options or {}))
     sim_class = getattr(adapter, "simulator", Simulator)    # futu: a TCP server
     sim = sim_class(adapter, symbols, rate=rate, steps=steps, seed=seed, faults=faults,
-                    token=token)
+                    token=token, audience=rec_symbols)
     await sim.start()
     rec = Recorder(venue, sim.url, symbols if rec_symbols is None else rec_symbols,
                    root, credentials=credentials, flush_seconds=1.0,
