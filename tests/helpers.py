@@ -95,6 +95,16 @@ def poll_until(predicate: Any, limit: float, what: str, proc: Any = None) -> Any
     return got
 
 
+async def until(predicate: Any, limit: float, what: str) -> Any:
+    """``poll_until`` for a test on the event loop: await ``predicate()`` being true
+    (checked every 0.01 s) and return it; fails naming ``what`` after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while not (got := predicate()):
+        assert time.monotonic() < deadline, f"{what}: not after {limit}s"
+        await asyncio.sleep(0.01)
+    return got
+
+
 def reap(procs: Iterable[Any]) -> None:
     """SIGKILL and wait for every Popen of ``procs`` still running, so that a test that
     failed midway leaves no recorder behind (its pipes would leak into later tests)."""

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
 import replay.sim.server as sim_server
 from replay.sim.server import Simulator, make_adapter
+from tests.helpers import until
 
 SYMBOLS = ["AAPL.US", "700.HK"]
 
@@ -22,14 +22,6 @@ SYMBOLS = ["AAPL.US", "700.HK"]
 def subscribe(cmd: int, seq_id: int) -> str:
     codes = [{"code": s, "depth_level": 5} for s in SYMBOLS]
     return json.dumps({"cmd_id": cmd, "seq_id": seq_id, "trace": "t", "data": {"symbol_list": codes}})
-
-
-async def until(condition: Any, limit: float = 30.0) -> None:
-    """Poll ``condition()`` until true; fail after ``limit`` seconds."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"not after {limit}s"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_late_subscriber_gets_every_step_from_the_first() -> None:
@@ -65,7 +57,7 @@ async def test_a_partial_subscriber_starts_the_market_after_the_grace(
         async with connect(sim.url, max_queue=None) as ws:     # (unread pushes: close at once)
             await ws.send(subscribe(22002, 1))          # depth only, never trades
             assert json.loads(await ws.recv())["cmd_id"] == 22003
-            await until(sim.done.is_set)
+            await until(sim.done.is_set, 30, "the last step")
             assert json.loads(await ws.recv())["cmd_id"] == 22999     # depth pushes arrive
     finally:
         await sim.stop()
@@ -76,7 +68,7 @@ async def test_an_empty_audience_starts_the_market_at_once() -> None:
     sim = Simulator(make_adapter("alltick"), SYMBOLS, rate=500, steps=20, audience=())
     await sim.start()
     try:
-        await until(sim.done.is_set)
+        await until(sim.done.is_set, 30, "the last step")
     finally:
         await sim.stop()
     assert sim.step == 20 and all(st.delivered == 0 for st in sim.stats.values())
