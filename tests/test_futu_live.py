@@ -23,7 +23,7 @@ from replay.sim.futu import Adapter, FutuSimulator
 from schemas.venues import futu_frame as ff
 from schemas.venues.futu import PUSH_CACHE, PUSH_REFILL, PacketSplitter
 from storage.journal import read_journal
-from tests.helpers import read_table, until
+from tests.helpers import read_table, reap, until, wait_journaled
 
 SYMBOLS = ["HK.00700", "US.AAPL"]
 
@@ -130,9 +130,9 @@ async def test_dedup_memory_carries_over_to_the_next_recorder_run(tmp_path: Path
         for run in range(2):
             rec = Recorder("futu", sim.url, SYMBOLS, tmp_path, flush_seconds=1.0)
             task = asyncio.create_task(rec.run())
-            await until(lambda: task.done() or (rec.capture is not None
-                                                and rec.capture.frames_in >= 10), 60,
-                        f"run {run}: ten frames")
+            await until(lambda rec=rec, task=task: task.done() or (
+                rec.capture is not None and rec.capture.frames_in >= 10), 60,
+                f"run {run}: ten frames")
             rec.stop()
             await asyncio.wait_for(task, 15)
     finally:
@@ -273,8 +273,15 @@ def test_cli_sim_record_and_gap_report(tmp_path: Path) -> None:
         url = sim.stdout.readline().strip()
         assert url.startswith("tcp://127.0.0.1:")
         rec = tickrec("record", "futu", "--url", url, "--symbols", ",".join(SYMBOLS),
-                      "--root", str(tmp_path), "--duration", "2.5", "--flush-seconds", "1")
-        out, err = rec.communicate(timeout=30)
+                      "--root", str(tmp_path), "--flush-seconds", "1")
+        try:    # until the outage (steps 151-190) and its refill are journaled
+            wait_journaled(tmp_path / "journal" / "futu",
+                           lambda records: sum(r.direction == "in" for r in records) > 200,
+                           proc=rec)
+            rec.send_signal(signal.SIGINT)
+            out, err = rec.communicate(timeout=30)
+        finally:
+            reap([rec])
         assert rec.returncode == 0, err
         assert out.startswith("recorded")
     finally:
