@@ -61,6 +61,14 @@ async def _http_get(port: int, path: str) -> str:
     return data.decode()
 
 
+def status_now(root: Path) -> Any:
+    """The daemon's status file as it is now (None before the first one)."""
+    try:
+        return json.loads(status_file(root).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 async def _until(cond: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -114,8 +122,10 @@ async def test_two_venues_across_midnight_two_sealed_days_nothing_lost(
         assert d.metrics is not None
         metrics = await _http_get(d.metrics.port, "/metrics")
         assert (await _http_get(d.metrics.port, "/other")).startswith("HTTP/1.0 404")
-        await asyncio.sleep(0.4)
-        live = json.loads(status_file(tmp_path).read_text())
+        await _until(lambda: (st := status_now(tmp_path)) is not None and all(
+            st["feeds"].get(n, {}).get("runs") == 2 for n in ("at", "fz")), 30,
+            "a status file written after midnight")
+        live = status_now(tmp_path)
     finally:
         d.stop()
         await asyncio.wait_for(task, 20)
