@@ -105,6 +105,34 @@ async def until(predicate: Any, limit: float, what: str) -> Any:
     return got
 
 
+class LoopLag:
+    """How late this event loop woke up, at worst, while the block ran (``max``, in s):
+    a probe asks to wake every ``tick`` s and notes its lateness. A pace test adds it
+    to its upper bounds: a loop starved by a loaded machine delays a frame by as much
+    as it delays the probe, and that is the machine, not the pacing. Unloaded it is a
+    few ms, so the bounds stay tight where they can be."""
+
+    def __init__(self, tick: float = 0.005) -> None:
+        self.tick = tick
+        self.max = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        while True:
+            due = time.monotonic() + self.tick
+            await asyncio.sleep(self.tick)
+            self.max = max(self.max, time.monotonic() - due)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._probe())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 def reap(procs: Iterable[Any]) -> None:
     """SIGKILL and wait for every Popen of ``procs`` still running, so that a test that
     failed midway leaves no recorder behind (its pipes would leak into later tests)."""
