@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -123,7 +123,7 @@ class LoopLag:
             await asyncio.sleep(self.tick)
             self.max = max(self.max, time.monotonic() - due)
 
-    async def __aenter__(self) -> LoopLag:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._probe())
         return self
 
