@@ -84,6 +84,7 @@ class Storm:
 
     async def stop(self) -> None:
         self.server.close()
+        await asyncio.sleep(0)      # a handler scheduled by a last accept runs (and aborts)
         await self.server.wait_closed()
 
 
