@@ -106,8 +106,9 @@ async def until(predicate: Any, limit: float, what: str) -> Any:
 
 
 class LoopLag:
-    """How late this event loop woke up, at worst, while the block ran (``max``, in s):
-    a probe asks to wake every ``tick`` s and notes its lateness. A pace test adds it
+    """How late this event loop woke up, at worst, while the block ran (``max``, in s;
+    ``total``: all its lateness added up): a probe asks to wake every ``tick`` s and
+    notes its lateness. A pace test adds it
     to its upper bounds: a loop starved by a loaded machine delays a frame by as much
     as it delays the probe, and that is the machine, not the pacing. Unloaded it is a
     few ms, so the bounds stay tight where they can be."""
@@ -115,13 +116,15 @@ class LoopLag:
     def __init__(self, tick: float = 0.005) -> None:
         self.tick = tick
         self.max = 0.0
+        self.total = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _probe(self) -> None:
         while True:
             due = time.monotonic() + self.tick
             await asyncio.sleep(self.tick)
-            self.max = max(self.max, time.monotonic() - due)
+            late = time.monotonic() - due
+            self.max, self.total = max(self.max, late), self.total + max(0.0, late)
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._probe())
