@@ -195,8 +195,12 @@ async def test_a_server_that_never_answers_the_handshake_times_out() -> None:
             async with ws_connect(f"ws://127.0.0.1:{port}/", max_size=1000, open_timeout=0.3):
                 pass
     finally:
+        # the client may give up before the server's handler ran (a loaded machine): wait
+        # for it, or its connection outlives the test and is finalised in a later one
+        await until(lambda: accepted, 10, "the server's side of the connection")
         for writer in accepted:
             writer.close()
+            await writer.wait_closed()
         server.close()
         await server.wait_closed()
     assert len(accepted) == 1
