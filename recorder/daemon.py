@@ -53,7 +53,7 @@ from schemas.errors import ConfigError, PermanentFeedError, StoreError
 from schemas.events import Status
 from schemas.venues import get
 from storage import compact
-from storage.atomic import write_json
+from storage.atomic import remove_json_temps, write_json
 from storage.fs import StoreRoot
 from storage.journal_trim import TRASH, unfinished_runs
 from storage.layout import DAY_NS, date_of
@@ -340,6 +340,7 @@ class Daemon:
             fh.close()
             raise ConfigError(f"another tickrec daemon is running on {self.root}") from None
         self._lock_fh = fh
+        remove_json_temps(status_file(self.root))     # a killed daemon's half-written status
 
     def _release_root(self) -> None:
         if self._lock_fh is not None:

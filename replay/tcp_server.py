@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from replay.wire import FanOut, put_limit, wait_for_room
+from replay.wire import FanOut, put_limit, wait_for_room, wait_out_stall
 from schemas.errors import ProtocolError
 from schemas.venues.base import Reply, ServerSession
 
@@ -96,8 +96,13 @@ class TcpWireServer(FanOut):
         return self.url
 
     async def stop(self) -> None:
+        """Close the listening socket and every connection. A connection accepted just
+        before, whose handler task has not run yet, gets one turn of the loop to start
+        (and is then cut like the others): cancelled before its first step, the task
+        would never close its socket, and a closing loop would find it open."""
         if self._server is not None:
             self._server.close()
+            await asyncio.sleep(0)
             for c in list(self.clients):
                 c.abort()
             for t in list(self._handlers):
@@ -166,6 +171,7 @@ class TcpWireServer(FanOut):
         while True:
             item = await conn.queue.get()
             conn.room.set()
+            await wait_out_stall(conn)
             if item is None:
                 with contextlib.suppress(ConnectionError, OSError):
                     await conn.writer.drain()

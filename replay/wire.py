@@ -42,6 +42,13 @@ def put_limit(queue: asyncio.Queue[Any]) -> int:
     return max(1, queue.maxsize - min(REPLY_RESERVE, queue.maxsize // 2))
 
 
+async def wait_out_stall(conn: Any) -> None:
+    """Return once ``conn`` is not stalled: a half-open connection sends nothing for
+    the stall's whole length, not even what was queued before it began."""
+    while (left := conn.silent_until - time.monotonic()) > 0:
+        await asyncio.sleep(left)
+
+
 class FanOut:
     """What the simulator does to *all* connections of a server (WebSocket or TCP).
 
@@ -51,8 +58,9 @@ class FanOut:
     clients: set[Any]
 
     def stall(self, seconds: float) -> None:
-        """Make every open connection half-open for ``seconds``: no frames, no replies.
-        Connections made meanwhile work normally, as after a real network fault."""
+        """Make every open connection half-open for ``seconds``: no frames (not even those
+        queued before), no replies. Connections made meanwhile work normally, as after
+        a real network fault."""
         until = time.monotonic() + seconds
         for c in self.clients:
             c.silent_until = until
@@ -193,6 +201,7 @@ class WireServer(FanOut):
         while True:
             item = await conn.queue.get()
             conn.room.set()
+            await wait_out_stall(conn)
             if item is None:
                 code, reason = conn.info.get("close", (1000, ""))
                 await conn.ws.close(code, reason)

@@ -114,6 +114,15 @@ def write_json(path: Path, obj: Any) -> None:
         raise
 
 
+def remove_json_temps(path: Path) -> list[Path]:
+    """Delete the temp files ``write_json(path)`` left in a process killed mid-write (any
+    pid); returns them. Only for the one writer of ``path`` (e.g. under its lock)."""
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    for tmp in stale:
+        _unlink_quietly(tmp)
+    return stale
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:

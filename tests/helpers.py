@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -95,6 +95,47 @@ def poll_until(predicate: Any, limit: float, what: str, proc: Any = None) -> Any
     return got
 
 
+async def until(predicate: Any, limit: float, what: str) -> Any:
+    """``poll_until`` for a test on the event loop: await ``predicate()`` being true
+    (checked every 0.01 s) and return it; fails naming ``what`` after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while not (got := predicate()):
+        assert time.monotonic() < deadline, f"{what}: not after {limit}s"
+        await asyncio.sleep(0.01)
+    return got
+
+
+class LoopLag:
+    """How late this event loop woke up, at worst, while the block ran (``max``, in s;
+    ``total``: all its lateness added up): a probe asks to wake every ``tick`` s and
+    notes its lateness. A pace test adds it
+    to its upper bounds: a loop starved by a loaded machine delays a frame by as much
+    as it delays the probe, and that is the machine, not the pacing. Unloaded it is a
+    few ms, so the bounds stay tight where they can be."""
+
+    def __init__(self, tick: float = 0.005) -> None:
+        self.tick = tick
+        self.max = 0.0
+        self.total = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        while True:
+            due = time.monotonic() + self.tick
+            await asyncio.sleep(self.tick)
+            late = time.monotonic() - due
+            self.max, self.total = max(self.max, late), self.total + max(0.0, late)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._probe())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 def reap(procs: Iterable[Any]) -> None:
     """SIGKILL and wait for every Popen of ``procs`` still running, so that a test that
     failed midway leaves no recorder behind (its pipes would leak into later tests)."""
@@ -159,7 +200,7 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
     adapter = make_adapter(venue, **(adapter_options or {}))
     sim_class = getattr(adapter, "simulator", Simulator)    # futu: a TCP server
     sim = sim_class(adapter, symbols, rate=rate, steps=steps, seed=seed, faults=faults,
-                    token=token)
+                    token=token, audience=rec_symbols)
     await sim.start()
     rec = Recorder(venue, sim.url, symbols if rec_symbols is None else rec_symbols,
                    root, credentials=credentials, flush_seconds=1.0,

@@ -51,6 +51,14 @@ def s3_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return {**os.environ, **env, "root": f"s3://{bucket}/store"}
 
 
+# moto's server, less its per-request overhead (1.17x the requests/s side by side): no
+# request log line, and its module list read once, not listed from disk per request.
+LEAN_MOTO = ("import logging; logging.getLogger('werkzeug').setLevel(logging.ERROR); "
+             "import moto.backends as b; "
+             "b.list_of_moto_modules = lambda mods=frozenset(b.list_of_moto_modules()): mods; "
+             "from moto.server import main; main()")
+
+
 @pytest.fixture(scope="module")
 def moto_process() -> Iterator[str]:
     """moto's server in its own process (for request-heavy tests: it serves on the other
@@ -58,8 +66,7 @@ def moto_process() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()",
-                             "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, "-c", LEAN_MOTO, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

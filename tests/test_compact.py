@@ -217,6 +217,7 @@ def _partition_files(root: Path) -> dict[Path, set[str]]:
             for d in root.glob("*/venue=*/date=*") if d.is_dir()}
 
 
+@pytest.mark.timeout(600)   # CPU: seals and queries at every step, 70-90 s on a loaded box
 def test_a_crash_at_every_step_of_two_seals_recovers_to_old_or_new(
         template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "dry"

@@ -61,6 +61,14 @@ async def _http_get(port: int, path: str) -> str:
     return data.decode()
 
 
+def status_now(root: Path) -> Any:
+    """The daemon's status file as it is now (None before the first one)."""
+    try:
+        return json.loads(status_file(root).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 async def _until(cond: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -114,8 +122,10 @@ async def test_two_venues_across_midnight_two_sealed_days_nothing_lost(
         assert d.metrics is not None
         metrics = await _http_get(d.metrics.port, "/metrics")
         assert (await _http_get(d.metrics.port, "/other")).startswith("HTTP/1.0 404")
-        await asyncio.sleep(0.4)
-        live = json.loads(status_file(tmp_path).read_text())
+        await _until(lambda: (st := status_now(tmp_path)) is not None and all(
+            st["feeds"].get(n, {}).get("runs") == 2 for n in ("at", "fz")), 30,
+            "a status file written after midnight")
+        live = status_now(tmp_path)
     finally:
         d.stop()
         await asyncio.wait_for(task, 20)
@@ -265,7 +275,7 @@ async def test_a_crashing_feed_is_restarted_with_backoff_and_others_go_on(
     task = asyncio.create_task(d.run())
     try:
         await _until(lambda: "boom" in d.runners
-                     and d.runners["boom"].health.state == "backoff", 5, "a crash")
+                     and d.runners["boom"].health.state == "backoff", 30, "a crash")
         assert "RuntimeError: injected bug" in d.runners["boom"].health.reason
         assert "second line" not in d.runners["boom"].health.reason
         await _until(lambda: d.runners["boom"].health.state == "connected", 15, "the restart")
@@ -275,3 +285,25 @@ async def test_a_crashing_feed_is_restarted_with_backoff_and_others_go_on(
         await asyncio.wait_for(task, 15)
         await at.stop()
     assert d.runners["boom"].health.restarts == 2
+
+
+async def test_a_status_file_half_written_by_a_killed_daemon_is_removed_at_start(
+        tmp_path: Path) -> None:
+    """kill -9 during the status file's write leaves its temp file; the next daemon, holding
+    the root's lock, removes it (found by the SIGKILL-mid-seal test under load)."""
+    status = status_file(tmp_path)
+    status.parent.mkdir(parents=True)
+    stale = status.with_name(".daemon.json.4242.0a1b2c3d.tmp")
+    stale.write_text('{"feeds": {')
+    closed = {"venue": "alltick", "url": "ws://127.0.0.1:9/", "symbols": ["AAPL.US"],
+              "schedule": {"zone": "America/New_York", "windows": ["Mon-Fri 09:30-16:00"]}}
+    d = Daemon(parse(config(tmp_path, {"closed": closed})),
+               clock=RecvClock(MIDNIGHT - 12 * 3600 * 1_000_000_000))   # a Sunday: closed
+    task = asyncio.create_task(d.run())
+    try:
+        await _until(lambda: status_now(tmp_path) is not None, 30, "the first status file")
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, 15)
+    assert not stale.exists() and not list(status.parent.glob("*.tmp"))
+    assert "closed" in status_now(tmp_path)["feeds"]

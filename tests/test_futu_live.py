@@ -23,7 +23,7 @@ from replay.sim.futu import Adapter, FutuSimulator
 from schemas.venues import futu_frame as ff
 from schemas.venues.futu import PUSH_CACHE, PUSH_REFILL, PacketSplitter
 from storage.journal import read_journal
-from tests.helpers import read_table
+from tests.helpers import read_table, reap, until, wait_journaled
 
 SYMBOLS = ["HK.00700", "US.AAPL"]
 
@@ -121,13 +121,20 @@ async def test_duplicates_and_refills_are_accounted_against_what_was_sent(tmp_pa
 
 
 async def test_dedup_memory_carries_over_to_the_next_recorder_run(tmp_path: Path) -> None:
-    # two runs against one simulator: the second run's cache push repeats ticks of the first
-    sim = FutuSimulator(Adapter(cache_ticks=30), SYMBOLS, rate=200, steps=None, seed=2)
+    # two runs against one simulator: the second run's cache push repeats ticks of the first.
+    # Each run lasts until it has data, however long it took to subscribe; the cache (100
+    # ticks a symbol, 20 new a second) covers a pause between the runs of up to 5 s.
+    sim = FutuSimulator(Adapter(cache_ticks=100), SYMBOLS, rate=40, steps=None, seed=2)
     await sim.start()
     try:
-        for _ in range(2):
+        for run in range(2):
             rec = Recorder("futu", sim.url, SYMBOLS, tmp_path, flush_seconds=1.0)
-            await rec.run(duration=1.0)
+            task = asyncio.create_task(rec.run())
+            await until(lambda rec=rec, task=task: task.done() or (
+                rec.capture is not None and rec.capture.frames_in >= 10), 60,
+                f"run {run}: ten frames")
+            rec.stop()
+            await asyncio.wait_for(task, 15)
     finally:
         await sim.stop()
     trades = read_table(tmp_path, "trades")
@@ -266,8 +273,15 @@ def test_cli_sim_record_and_gap_report(tmp_path: Path) -> None:
         url = sim.stdout.readline().strip()
         assert url.startswith("tcp://127.0.0.1:")
         rec = tickrec("record", "futu", "--url", url, "--symbols", ",".join(SYMBOLS),
-                      "--root", str(tmp_path), "--duration", "2.5", "--flush-seconds", "1")
-        out, err = rec.communicate(timeout=30)
+                      "--root", str(tmp_path), "--flush-seconds", "1")
+        try:    # until the outage (steps 151-190) and its refill are journaled
+            wait_journaled(tmp_path / "journal" / "futu",
+                           lambda records: sum(r.direction == "in" for r in records) > 200,
+                           proc=rec)
+            rec.send_signal(signal.SIGINT)
+            out, err = rec.communicate(timeout=30)
+        finally:
+            reap([rec])
         assert rec.returncode == 0, err
         assert out.startswith("recorded")
     finally:

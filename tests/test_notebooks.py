@@ -42,7 +42,7 @@ print("FIGURES " + _json.dumps({
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("nb-store")
-    # AllTick's two subscriptions are in force ~1 s in (step ~400 at 400 steps/s)
+    # step 1 is played once AllTick's two subscriptions are in force (the simulator waits)
     asyncio.run(record_sim(root, SYMBOLS, rate=400, steps=1500, seed=42,
                            faults="skip@500,dup@600,malformed@700,disconnect@800"))
     return root

@@ -311,9 +311,9 @@ async def test_daemon_on_an_s3_root_records_and_seals(s3_env: dict[str, str], tm
         clock.cross()
         await _until(lambda: d.seal["last_date"] == D1, 30, "the seal of D1")
         assert d.seal["last_ok"], d.seal
-        await asyncio.sleep(0.5)
-        assert (journal / "status" / "daemon.json").exists()
-        assert (journal / "status" / "daemon.lock").exists()
+        await _until(lambda: all((journal / "status" / name).exists()
+                                 for name in ("daemon.json", "daemon.lock")), 30,
+                     "the daemon's status file and lock")
         res = CliRunner().invoke(main, ["status", "--root", store.uri, "--journal", str(journal)])
         assert res.exit_code == 0 and "at  " in res.output and f"{D1}  sealed" in res.output, \
             res.output

@@ -193,6 +193,7 @@ def counts(store: StoreRoot) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)   # CPU: two seals and four queries a step, 76 s alone; 120+ loaded
 def test_a_crash_at_every_step_of_the_s3_seal_leaves_old_or_new(
         bucket: dict[str, Any], store: StoreRoot, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

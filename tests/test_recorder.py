@@ -16,10 +16,10 @@ SYMBOLS = ["AAPL.US", "700.HK"]
 
 
 async def test_accounting_nothing_disappears_without_a_gap_row(tmp_path: Path) -> None:
-    # rate 400/s: both subscriptions are in force after ~1 s (AllTick wants 1 s between
-    # requests), so the faults are placed after step 800.
-    sim, rec = await record_sim(tmp_path, SYMBOLS, rate=400, steps=2600,
-                                faults="skip@900,skip@901,dup@1000,malformed@1100,disconnect@1500")
+    # the market starts once both subscriptions are in force: every step reaches the
+    # recorder, faults included; 2.75 s after the disconnect to resubscribe and record
+    sim, rec = await record_sim(tmp_path, SYMBOLS, rate=400, steps=1800,
+                                faults="skip@100,skip@101,dup@200,malformed@300,disconnect@700")
     raw = read_table(tmp_path, "raw")
     data = read_table(tmp_path, "trades") + read_table(tmp_path, "book")
     gaps = read_table(tmp_path, "gaps")
@@ -41,6 +41,7 @@ async def test_accounting_nothing_disappears_without_a_gap_row(tmp_path: Path) -
         seqs = [r["seq"] for r in data if r["symbol"] == sym]
         c0 = min(r["seq"] for r in data if r["symbol"] == sym and r["ts_recv"] > ack["ts_recv"])
         last = max(seqs)
+        assert c0 == 1, sym                 # the market waited for the subscriptions
         distinct = len({s for s in seqs if c0 <= s <= last})
         missing = sum(g["missing"] or 0 for g in gaps if g["symbol"] == sym
                       and g["kind"] in ("sequence", "disconnect"))

@@ -27,7 +27,9 @@ from storage.writer import StoreWriter
 from tests.helpers import read_table, record_sim
 from tickrec import spark as tspark
 
-pytestmark = pytest.mark.slow
+# The JVM's first query takes ~60 s on a loaded 2-core box (CPU, not waiting): past
+# the suite's 120 s a timeout would break the module's one gateway for every test after.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 MIDNIGHT = 1_714_608_000_000_000_000          # 2024-05-02T00:00:00Z
 HOST_B_RUN = "20240501T235900-hostb-4242-0a1b2c"
@@ -75,7 +77,7 @@ def _host_b(root: Path, state: Path) -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("spark-store")
-    # AllTick's subscriptions are both in force ~1 s in (step ~400): the faults come later
+    # step 1 is played once AllTick's two subscriptions are in force (the simulator waits)
     asyncio.run(record_sim(root, ["AAPL.US", "700.HK"], rate=400, steps=700, seed=3,
                            faults="skip@550,dup@600"))
     _host_b(root, tmp_path_factory.mktemp("hostb-state"))

@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
 from recorder.wsconn import WsConnection, ws_connect
+from tests.helpers import until
 
 pytestmark = pytest.mark.timeout(60)
 Handler = Callable[[ServerConnection], Awaitable[None]]
@@ -81,7 +82,7 @@ async def test_server_pings_are_answered_and_our_close_reaches_the_server() -> N
 
     batch, code = await run(handler, client)
     assert batch == [(b"pong after True", True)] and code == 1000
-    await asyncio.sleep(0.1)
+    await until(lambda: closed, 10, "the server's side of the close")
     assert closed == [(1000, "done")]
 
 
@@ -138,7 +139,7 @@ async def test_bad_input_fails_the_connection_with_the_rfc_code_and_the_server_h
         return await everything(conn), conn.close_code, conn.close_reason
 
     got, code, reason = await run(handler, client)
-    await asyncio.sleep(0.1)
+    await until(lambda: heard, 10, "the server's side of the close")
     if what == "utf8":
         assert got == [(b"good", True), (b"bad \xff", True)]     # handed out, then refused
         assert code == 1007 and "invalid start byte" in reason
@@ -194,8 +195,12 @@ async def test_a_server_that_never_answers_the_handshake_times_out() -> None:
             async with ws_connect(f"ws://127.0.0.1:{port}/", max_size=1000, open_timeout=0.3):
                 pass
     finally:
+        # the client may give up before the server's handler ran (a loaded machine): wait
+        # for it, or its connection outlives the test and is finalised in a later one
+        await until(lambda: accepted, 10, "the server's side of the connection")
         for writer in accepted:
             writer.close()
+            await writer.wait_closed()
         server.close()
         await server.wait_closed()
     assert len(accepted) == 1

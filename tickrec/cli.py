@@ -144,6 +144,10 @@ def sim(venue: str, host: str, port: int, symbols: str | None, rate: float | Non
         steps: int | None, faults: str | None, idle_timeout: float) -> None:
     """A simulated VENUE server on loopback. Prints its URL on the first line.
 
+    The market (step 1, and every fault's step) starts once a client has
+    subscribed to every symbol, on every stream the venue has; a client that
+    subscribes to less gets it 10 s after the first connection.
+
     Set TICKREC_SIM_TOKEN to make it reject clients with another token.
     """
     from replay.sim.server import Simulator, make_adapter

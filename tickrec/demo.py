@@ -27,8 +27,9 @@ MARKER = ".tickrec-demo"
 SYMBOLS = ["AAPL.US", "700.HK", "TSLA.US"]
 RATE = 300                  # market steps per second
 RECORD_SECONDS = 11.0
-# Step numbers: both AllTick subscriptions are in force ~1 s after connecting
-# (the vendor wants 1 s between requests), so the faults come later.
+# Step numbers: the simulator's market starts once both AllTick subscriptions are
+# in force (~1 s after connecting: the vendor wants 1 s between requests), so step
+# 1800, the disconnect, comes 6 s into the market and ~7 s into the recording.
 FAULTS = "skip@900,dup@1100,malformed@1300,disconnect@1800"
 
 

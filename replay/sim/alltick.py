@@ -27,5 +27,9 @@ class Adapter:
             frame = encode_depth(tick.symbol, tick.seq, now_ms, tick.bids, tick.asks, tick.strings)
         return [(tick.symbol, tick.stream, frame)]
 
+    def subscribed(self, session: AllTickServer, symbol: str) -> bool:
+        """Both of the symbol's streams (the merged ``seq`` is whole only then)."""
+        return symbol in session.trades and symbol in session.depth
+
     def malformed(self) -> str:
         return '{"cmd_id":22998,"data":{"code":"AAPL.US","seq":'

@@ -114,5 +114,9 @@ class Adapter:
                 out.append((sym, f"{dataset}|{freq}", frame))
         return out
 
+    def subscribed(self, session: FinazonServer, symbol: str) -> bool:
+        """The ticker in some dataset, at some frequency."""
+        return any(ticker == symbol for _, ticker in session.subs)
+
     def malformed(self) -> str:
         return '{"d":"sim","ch":"bars","f":"1s","s":"AAPL","t":'

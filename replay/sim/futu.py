@@ -9,10 +9,13 @@ Good enough for the official Python SDK (``OpenQuoteContext``, ``TickerHandlerBa
   32 bits an epoch second, as OpenD's are;
 - a subscribe is followed by OpenD's cached first push (pushDataType 3): the
   symbol's last ``cache_ticks`` ticks, most of them usually already seen by a
-  client that reconnects;
+  client that reconnects. The market starts when it is subscribed (see
+  ``replay.sim.server``), so the first subscriber's cache holds the session's
+  earlier trading: ``cache_ticks`` × symbols steps played into the history, sent
+  to no one, before step 1;
 - the fault ``upstream@N:K`` (besides the market's generic faults) plays an
   outage of OpenD's own connection to its quote server: the K steps after step
-  N are not pushed, then each symbol that traded meanwhile gets one refill push
+  N (counted from step 1, after that earlier trading) are not pushed, then each symbol that traded meanwhile gets one refill push
   (pushDataType 2) of its most recent min(50, missed + ``refill_overlap``) ticks;
   ``disconnect@N`` drops the clients' TCP connections instead.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,6 +112,10 @@ class Adapter:
         return [(tick.symbol, "ticker",
                  encode_ticker_push(market, code, [t], next(self._push_serial)))]
 
+    def subscribed(self, session: FutuServer, symbol: str) -> bool:
+        """Ticker pushes of the symbol registered (Qot_Sub with isRegOrUnRegPush)."""
+        return session.push and symbol in session.subs
+
     def refill(self, symbol: str, missed: int) -> tuple[bytes, list[int]] | None:
         ticks = self.last(symbol, min(REFILL_LIMIT, missed + self.refill_overlap))
         if not ticks:
@@ -145,15 +153,19 @@ class FutuSimulator(Simulator):
     def __init__(self, adapter: Adapter, symbols: list[str], *, rate: float = 100.0,
                  seed: int = 1, faults: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, idle_timeout: float = 30.0,
-                 steps: int | None = None, market: Market | None = None) -> None:
+                 steps: int | None = None, market: Market | None = None,
+                 audience: Iterable[str] | None = None) -> None:
         for s in symbols:
             split_symbol(s)
         generic, self.upstream = split_faults(faults)
         super().__init__(adapter, symbols, rate=rate, seed=seed, faults=generic, host=host,
                          port=port, token=token, idle_timeout=idle_timeout, steps=steps,
-                         market=market or Market(symbols, seed, trade_share=1.0))
+                         market=market or Market(symbols, seed, trade_share=1.0),
+                         audience=audience)
         adapter.known = set(symbols)
         self.futu = adapter
+        for _ in range(adapter.cache_ticks * len(symbols)):     # the trading before step 1
+            adapter.ticker(self.market.next())
         tcp = TcpWireServer(lambda: adapter.session(token, idle_timeout), PacketSplitter,
                             host=host, port=port, on_sent=self._sent)
         self.server = tcp       # type: ignore[assignment]  # same surface as WireServer
@@ -178,7 +190,7 @@ class FutuSimulator(Simulator):
         st.duplicates += dup
 
     def _emit(self, tick: Tick, dup: int = 0) -> None:
-        if self._outage_end is not None and tick.step > self._outage_end:
+        if self._outage_end is not None and self.step > self._outage_end:
             self._end_outage()
         if self._outage_end is not None:
             self.futu.ticker(tick)           # OpenD's upstream has it; no client gets it
@@ -187,9 +199,9 @@ class FutuSimulator(Simulator):
         for symbol, stream, frame in self.futu.render(tick):
             self.server.push(symbol, stream, frame,
                              (symbol, [sequence(tick.seq)], PUSH_REALTIME, dup))
-        if tick.step in self.upstream and not dup:
-            self._outage_end = tick.step + self.upstream[tick.step]
-            self.outages.append((tick.step + 1, self._outage_end))
+        if self.step in self.upstream and not dup:
+            self._outage_end = self.step + self.upstream[self.step]
+            self.outages.append((self.step + 1, self._outage_end))
 
     def _end_outage(self) -> None:
         self._outage_end = None

@@ -161,6 +161,10 @@ class Adapter:
             out.append((tick.symbol, stream, encode(channel, id_field, tick.symbol, stamp, data)))
         return out
 
+    def subscribed(self, session: HedgeTechServer, symbol: str) -> bool:
+        """The handshake named the symbol (its query string is the whole subscription)."""
+        return session.sub is not None and symbol in session.sub.symbols
+
     def malformed(self) -> str:
         return ('{"channel":"IME Stream","contractName":"x","timestamp":"2025-11-14T12:00:00",'
                 '"data":{')

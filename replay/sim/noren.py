@@ -137,5 +137,9 @@ class Adapter:
                 out.append((tick.symbol, stream, encode(t, inst.e, inst.tk, changed)))
         return out
 
+    def subscribed(self, session: NorenServer, symbol: str) -> bool:
+        """Logged in, with the symbol's touchline and its depth."""
+        return session.logged_in and all(symbol in session.subs[s] for s in (TOUCHLINE, DEPTH))
+
     def malformed(self) -> str:
         return '{"t":"tf","e":"NSE","tk":"22","lp":'

@@ -5,13 +5,21 @@ adapter per venue turns ticks into that venue's frames (the same encoders the
 codec tests use). Statistics of what was *really sent* (counted after the
 socket write, so frames lost in a dropped connection are not counted) are kept
 per symbol for accounting tests.
+
+The market starts when it has an audience, as a vendor's stream starts for a
+client when it subscribes: step 1 is played once every symbol of ``audience``
+(default: all) is subscribed, on every stream the venue has, by some client. So
+what a recorder receives, and where a fault lands in it, depends on the seed and
+not on how fast the client connected. A client that subscribes to less (a single
+stream, a subset of the symbols) starts the market ``START_GRACE_S`` after the
+first connection instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -20,6 +28,8 @@ from replay.wire import Conn, WireServer
 from schemas.venues.base import ServerSession
 
 CATCH_UP_S = 0.05       # at most this much market time emitted per turn of the loop
+START_GRACE_S = 10.0    # the market starts this long after the first connection at the latest
+AUDIENCE_POLL_S = 0.005
 
 
 class VenueAdapter(Protocol):
@@ -31,6 +41,10 @@ class VenueAdapter(Protocol):
     def session(self, token: str | None, idle_timeout: float) -> ServerSession: ...
     def render(self, tick: Tick) -> list[tuple[str, str, bytes | str]]: ...
     def malformed(self) -> bytes | str: ...
+
+    def subscribed(self, session: Any, symbol: str) -> bool:
+        """Whether ``session`` (one of this adapter's) receives every stream of ``symbol``."""
+        ...
 
 
 @dataclass
@@ -46,13 +60,17 @@ class Simulator:
     def __init__(self, adapter: VenueAdapter, symbols: list[str], *, rate: float | None = None,
                  seed: int = 1, faults: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, idle_timeout: float = 30.0,
-                 steps: int | None = None, market: Market | None = None) -> None:
+                 steps: int | None = None, market: Market | None = None,
+                 audience: Iterable[str] | None = None) -> None:
         self.adapter = adapter
         make_market = getattr(adapter, "market", None)
         self.market = market or (make_market(symbols, seed) if make_market else Market(symbols, seed))
         self.rate = rate if rate is not None else float(getattr(adapter, "default_rate", 100.0))
         self.steps = steps
         self.plan = parse_faults(faults)
+        self.audience = set(symbols if audience is None else audience)
+        self.started = asyncio.Event()      # set when step 1 is played
+        self.step = 0                       # the last step played
         self.stats: dict[str, SymbolStats] = {s: SymbolStats() for s in symbols}
         self.malformed_sent = 0
         self.faults_fired: list[Fault] = []
@@ -99,7 +117,25 @@ class Simulator:
         for symbol, stream, frame in self.adapter.render(tick):
             self.server.push(symbol, stream, frame, (symbol, tick.seq, dup))
 
+    def _has_audience(self) -> bool:
+        clients = list(self.server.clients)
+        return all(any(self.adapter.subscribed(c.session, s) for c in clients)
+                   for s in self.audience)
+
+    async def _wait_for_audience(self) -> None:
+        """Return once every symbol of the audience is subscribed (``_has_audience``), or
+        ``START_GRACE_S`` after the first client connected, whichever comes first."""
+        first_client: float | None = None
+        while not self._has_audience():
+            if first_client is None and self.server.clients:
+                first_client = time.monotonic()
+            if first_client is not None and time.monotonic() - first_client >= START_GRACE_S:
+                return
+            await asyncio.sleep(AUDIENCE_POLL_S)
+
     async def _run(self) -> None:
+        await self._wait_for_audience()
+        self.started.set()
         t0 = time.monotonic()
         n = 0
         while self.steps is None or n < self.steps:
@@ -111,7 +147,7 @@ class Simulator:
             due = min(due, n + max(1, int(self.rate * CATCH_UP_S)))
             while n < due:
                 tick = self.market.next()
-                n += 1
+                n = self.step = n + 1
                 faults = self.plan.get(n, [])
                 kinds = {f.kind for f in faults}
                 self.faults_fired += faults
