@@ -65,7 +65,8 @@ def _check_store(root: Path, sim: Any, since: int, until: int) -> None:
     assert sorted(g["symbol"] for g in stale) == sorted(SYMBOLS)
     for g in stale:
         assert "disk full" in g["detail"] and "stopped reading" in g["detail"]
-        assert g["ts_start"] <= since + 500_000_000 and g["ts_end"] >= until - 500_000_000
+        # noticed within a publish cycle or two (flush 0.3 s), on a loaded machine too
+        assert g["ts_start"] <= since + 1_500_000_000 and g["ts_end"] >= until - 500_000_000
     assert not list(root.rglob("*.tmp"))
     report = verify(root)
     assert report.ok, report.problems
