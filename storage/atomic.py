@@ -62,6 +62,13 @@ def write_parquet_temp(table: pa.Table, final: Path) -> Path:
     return tmp
 
 
+def write_all(fd: int, data: Any) -> None:
+    """Write all of ``data`` (bytes-like) to ``fd``, however short each write is."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_temp(data: bytes | pa.Buffer | Sequence[bytes], final: Path) -> Path:
     """Write a whole file's bytes (or its pieces, in order) beside ``final`` under its
     temp name, fsynced; return the temp path. On failure (ENOSPC, ...) the partial
@@ -73,9 +80,7 @@ def write_temp(data: bytes | pa.Buffer | Sequence[bytes], final: Path) -> Path:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             for piece in pieces:
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, piece)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -28,6 +28,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from storage.atomic import write_all
+
 
 def _read_all(fd: int, size: int) -> bytes:
     parts, at = [], 0
@@ -38,12 +40,6 @@ def _read_all(fd: int, size: int) -> bytes:
         parts.append(part)
         at += len(part)
     return b"".join(parts)
-
-
-def _write_all(fd: int, data: Any) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class Spool:
@@ -75,7 +71,7 @@ class Spool:
         n = len(data)
         if self._fd is not None:
             try:
-                _write_all(self._fd, data)
+                write_all(self._fd, data)
             except OSError:
                 self.hold()             # disk full: go on in memory (never raises here)
             else:

@@ -15,8 +15,9 @@ Good enough for the official Python SDK (``OpenQuoteContext``, ``TickerHandlerBa
   to no one, before step 1;
 - the fault ``upstream@N:K`` (besides the market's generic faults) plays an
   outage of OpenD's own connection to its quote server: the K steps after step
-  N (counted from step 1, after that earlier trading) are not pushed, then each symbol that traded meanwhile gets one refill push
-  (pushDataType 2) of its most recent min(50, missed + ``refill_overlap``) ticks;
+  N (counted from step 1, after that earlier trading) are not pushed, then each
+  symbol that traded meanwhile gets one refill push (pushDataType 2) of its
+  most recent min(50, missed + ``refill_overlap``) ticks;
   ``disconnect@N`` drops the clients' TCP connections instead.
 
 What was really written to a socket is logged, in order, for accounting tests:
