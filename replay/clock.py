@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
+from collections.abc import Awaitable
 from typing import Protocol
 
 from replay.timer import TimerFd
@@ -52,6 +53,10 @@ class Clock(Protocol):
     def now(self) -> int: ...
 
     def advance(self, ts_ns: int) -> None: ...
+
+    def release(self, ts_ns: int) -> bool: ...
+
+    def sleep(self) -> Awaitable[None]: ...
 
     async def wait_until(self, ts_ns: int) -> None: ...
 
@@ -146,6 +151,13 @@ class VirtualClock:
     def advance(self, ts_ns: int) -> None:
         self._now = ts_ns
 
+    def release(self, ts_ns: int) -> bool:
+        self._now = ts_ns
+        return True                     # always due: sleep() is never needed
+
+    def sleep(self) -> Awaitable[None]:
+        return asyncio.sleep(0)
+
     async def wait_until(self, ts_ns: int) -> None:
         self._now = ts_ns
 
@@ -177,7 +189,10 @@ class WallClock:
         self._start = start if start is not None else 0
         self._ts0: int | None = None
         self._wall0 = 0           # monotonic ns at the anchor
+        self._offset = 0          # see anchor()
         self._prev_due = 0        # the previous event's deadline (monotonic ns)
+        self._due = 0             # the deadline release() last refused (monotonic ns)
+        self._full = self.lateness.full
         self._timer: TimerFd | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None   # the loop _timer is for
 
@@ -189,6 +204,8 @@ class WallClock:
         """Make ``ts_ns`` correspond to this instant (done by the first event)."""
         self._ts0 = ts_ns
         self._wall0 = self._prev_due = time.monotonic_ns()
+        # deadline = wall0 + (ts - ts0) * mul // div = (ts * mul + _offset) // div, exactly
+        self._offset = self._wall0 * self._div - ts_ns * self._mul
 
     def now(self) -> int:
         """Replay time: ``ts0 + elapsed * speed`` (``start`` before the first event)."""
@@ -199,33 +216,59 @@ class WallClock:
     def deadline(self, ts_ns: int) -> int:
         """The monotonic ns at which ``ts_ns`` is due."""
         assert self._ts0 is not None
-        return self._wall0 + (ts_ns - self._ts0) * self._mul // self._div
+        return (ts_ns * self._mul + self._offset) // self._div
 
     def advance(self, ts_ns: int) -> None:      # pragma: no cover - the feed awaits instead
         if self._ts0 is None:
             self.anchor(ts_ns)
 
-    async def wait_until(self, ts_ns: int) -> None:
-        """Return once ``ts_ns`` is due; record how late that was.
+    def release(self, ts_ns: int) -> bool:
+        """True if the event recorded at ``ts_ns`` is due: it is released now and its
+        lateness recorded. False if not yet: ``await sleep()``, then ask again.
 
-        An event already due returns without a loop round trip (no ``await``
-        is reached), so a burst that fell due during one sleep is released in
-        that one wake-up at a few hundred ns per event.
+        ``ReplayFeed`` calls this for every event and sleeps only on False, so an
+        event already due (most of them at 10x: they fall due during a sleep) costs
+        one plain call, no coroutine.
         """
-        ts0 = self._ts0
-        if ts0 is None:
+        if self._ts0 is None:
             self.anchor(ts_ns)
             self.lateness.add(0)
-            return
-        due = self._wall0 + (ts_ns - ts0) * self._mul // self._div     # = deadline(ts_ns)
+            return True
+        due = (ts_ns * self._mul + self._offset) // self._div          # = deadline(ts_ns)
         now = time.monotonic_ns()
         if now < due:
-            now = await self._sleep_until(due)
+            self._due = due
+            return False
         self._prev_due = due
         late = self._late               # lateness.add inlined: now >= due here
         late.append(now - due)
-        if len(late) >= self.lateness.full:
+        if len(late) >= self._full:
             self.lateness.fold()
+        return True
+
+    def sleep(self) -> Awaitable[None]:
+        """Sleep toward the deadline of the event ``release`` last refused (see the module
+        doc for how long). May end before it in precise mode or on ``asyncio.sleep``:
+        the caller asks ``release`` again."""
+        self.wakeups += 1
+        due = self._due
+        if not self.precise:
+            timer = self._loop_timer()
+            if timer is not None and not timer.busy:
+                window = self.window_ns
+                latest = due + window if due - self._prev_due < window else due
+                try:
+                    return timer.wake(due, latest, window)
+                except OSError:         # timerfd_settime refused: asyncio.sleep from now on
+                    self.close()
+        left = due - time.monotonic_ns()
+        spin = self.spin_ns if self.precise else 0
+        return asyncio.sleep((left - spin) / 1e9 if left > spin else 0)
+
+    async def wait_until(self, ts_ns: int) -> None:
+        """Return once ``ts_ns`` is due (``release`` and ``sleep`` until it is)."""
+        while not self.release(ts_ns):
+            await self.sleep()
 
     def close(self) -> None:
         """Release the timer (the clock still works: it opens another if it sleeps again)."""
@@ -240,30 +283,6 @@ class WallClock:
             self.close()
             self._timer, self._timer_loop = TimerFd.open(loop), loop
         return self._timer
-
-    async def _sleep_until(self, due: int) -> int:
-        """Sleep until monotonic ``due`` (default mode: until ``due + window``, see the
-        module doc; precise mode: until ``spin`` before it, then spin, yielding to the
-        loop); return the monotonic time, never before ``due``."""
-        mono = time.monotonic_ns
-        spin = self.spin_ns if self.precise else 0
-        self.wakeups += 1
-        if not self.precise:
-            timer = self._loop_timer()
-            if timer is not None and not timer.busy:
-                window = self.window_ns
-                try:
-                    await timer.sleep_until(due + window if due - self._prev_due < window else due)
-                    return mono()
-                except OSError:         # timerfd_settime refused: asyncio.sleep from now on
-                    timer.close()
-                    self._timer = None
-        now = mono()
-        while now < due:
-            left = due - now
-            await asyncio.sleep((left - spin) / 1e9 if left > spin else 0)
-            now = mono()
-        return now
 
 
 def make_clock(clock: str, speed: float | None, precise: bool = False,

@@ -114,8 +114,10 @@ class ReplayFeed:
         clock = self.clock
         if clock.paced:
             ev = self._buf[self._i]
-            # Cancelled while waiting: the event stays next, nothing is lost.
-            await clock.wait_until(ev.ts_recv)
+            ts = ev.ts_recv
+            # Cancelled while sleeping: the event stays next, nothing is lost.
+            while not clock.release(ts):
+                await clock.sleep()
         else:
             if self.count and not self.count % YIELD_EVERY:
                 # Yield before taking the event: a cancel here loses nothing.

@@ -4,31 +4,45 @@ asyncio's own timers wake on whole milliseconds (the selector rounds the epoll
 timeout up), so a sleep toward a deadline 20 µs away lasts about 1.05 ms. A
 timerfd armed at an absolute ``CLOCK_MONOTONIC`` time (the clock of
 ``time.monotonic_ns`` on Linux) becomes readable at that time to the microsecond,
-and it is registered with the loop once, so each sleep costs one
-``timerfd_settime`` call, one ``read`` and one future (about what an
-``asyncio.sleep`` costs: docs/benchmarks.md, "Pacing").
+and it is registered with the loop once.
+
+A wake-up is what pacing spends its CPU on (docs/benchmarks.md, "Pacing"), so
+this one is kept to one loop pass and no system call beyond the ``read``:
+
+- ``wake(earliest, latest, period)`` returns an awaitable done at the timer's
+  next expiry, which is in ``[earliest, latest]``: a timer already due to
+  expire in that range is left as it is (no ``timerfd_settime``), otherwise it
+  is armed at ``latest``. With a ``period`` it then keeps expiring every
+  ``period`` ns (a paced feed dense enough to wait again within a period
+  needs no re-arming); an expiry that finds nobody waiting disarms it.
+- The awaitable is a ``Wake``, a future-like object: the reader callback runs
+  the waiting task's step itself, where a ``Future`` would schedule it for the
+  loop's next pass (one more ``epoll_wait`` and loop pass per wake-up).
 
 ``TimerFd.open(loop)`` returns None where this is not available: not Linux, no
 ``timerfd_create`` in the C library, or a loop without ``add_reader`` (the
-Proactor loop on Windows); callers then sleep with ``asyncio.sleep``.
-``sleep_until`` never returns before its deadline. ``close()`` releases the
-descriptor; a timer dropped without ``close()`` is closed when it is collected.
+Proactor loop on Windows); callers then sleep with ``asyncio.sleep``. A wake
+is never done before ``earliest``. One task waits on a timer at a time
+(``busy``). ``close()`` releases the descriptor; a timer dropped without
+``close()`` is closed when it is collected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import os
 import sys
-import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 CLOCK_MONOTONIC = 1
 TFD_CLOEXEC = 0o2000000
 TFD_NONBLOCK = 0o4000
 TFD_TIMER_ABSTIME = 1
+NS = 1_000_000_000
 
 
 class _Timespec(ctypes.Structure):
@@ -61,6 +75,63 @@ def _libc_timerfd() -> tuple[Callable[[], int], Callable[..., int]] | None:
 _TIMERFD = _libc_timerfd()
 
 
+class Wake:
+    """What a task awaits to sleep on a ``TimerFd``: a future-like object (asyncio's
+    tasks accept any object with ``_asyncio_future_blocking``) that ``fire()``
+    completes by running the waiting task's step at once, in the caller.
+
+    Reused for every sleep of its timer. A cancelled wait ends through a cancelled
+    ``Future`` of its own, so the ``Wake`` is free again at once.
+    """
+
+    _asyncio_future_blocking = False
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._callback: Callable[[Any], object] | None = None   # the waiting task's wake-up
+        self._context: contextvars.Context | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self._callback is not None
+
+    def __await__(self) -> Generator[Wake, None, None]:
+        self._asyncio_future_blocking = True
+        yield self                      # the task registers its wake-up, fire() calls it
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def add_done_callback(self, fn: Callable[[Any], object], *,
+                          context: contextvars.Context | None = None) -> None:
+        self._callback, self._context = fn, context
+
+    def result(self) -> None:
+        """Done without a value (the task calls this in its wake-up)."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        """The task is cancelled: wake it with a cancelled future on the next loop pass."""
+        callback, self._callback = self._callback, None
+        if callback is None:
+            return False
+        cancelled = self._loop.create_future()
+        cancelled.cancel(msg)
+        cancelled.add_done_callback(callback, context=self._context)
+        return True
+
+    def fire(self) -> bool:
+        """Resume the waiting task now; False when nobody waits."""
+        callback, self._callback = self._callback, None
+        if callback is None:
+            return False
+        context = self._context
+        if context is None:
+            callback(self)
+        else:
+            context.run(callback, self)
+        return True
+
+
 class TimerFd:
     """One timerfd registered with one loop; one sleeper at a time (see module doc)."""
 
@@ -68,9 +139,12 @@ class TimerFd:
                  settime: Callable[..., int]) -> None:
         self.loop = loop
         self.fd = fd
+        self.armed = 0              # times timerfd_settime was called
         self._settime = settime
         self._spec = _Itimerspec()            # this timer's own: settime releases the GIL
-        self._waiter: asyncio.Future[None] | None = None
+        self._next = 0              # the next expiry, monotonic ns (0: disarmed)
+        self._period = 0            # ns between expiries (0: one expiry)
+        self._wake = Wake(loop)
         self._finalizer = weakref.finalize(self, _release, loop, fd)
 
     @classmethod
@@ -95,32 +169,40 @@ class TimerFd:
     @property
     def busy(self) -> bool:
         """Someone is sleeping on this timer (a second sleeper must use another way)."""
-        return self._waiter is not None
+        return self._wake.waiting
 
-    async def sleep_until(self, when_ns: int) -> None:
-        """Return at monotonic ``when_ns`` or after, never before."""
-        try:
-            while time.monotonic_ns() < when_ns:
-                fut = self._waiter = self.loop.create_future()
-                self._arm(when_ns)
-                await fut
-        finally:
-            self._waiter = None
+    def wake(self, earliest_ns: int, latest_ns: int, period_ns: int = 0) -> Wake:
+        """Await the result: done at the next expiry, in ``[earliest_ns, latest_ns]``
+        (monotonic ns; see module doc). Raises OSError if the timer cannot be armed."""
+        if not earliest_ns <= self._next <= latest_ns or period_ns != self._period:
+            self._arm(latest_ns, period_ns)
+        return self._wake
 
-    def _arm(self, when_ns: int) -> None:
-        value = self._spec.it_value
-        value.tv_sec, value.tv_nsec = divmod(when_ns, 1_000_000_000)
-        if self._settime(self.fd, TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) < 0:
+    def _arm(self, when_ns: int, period_ns: int) -> None:
+        """Expire at ``when_ns`` and then every ``period_ns``; ``when_ns`` 0 disarms."""
+        spec = self._spec
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(when_ns, NS)
+        spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(period_ns, NS)
+        self._next, self._period = 0, 0           # unknown until settime succeeds
+        self.armed += 1
+        if self._settime(self.fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
             raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        self._next, self._period = when_ns, period_ns
 
     def _fired(self) -> None:
         try:
-            os.read(self.fd, 8)             # clears the expiry; re-arming clears it too
+            expiries = os.read(self.fd, 8)  # how many since the last read; clears the fd
         except BlockingIOError:
             return                          # re-armed since epoll saw it: not yet due
-        fut = self._waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        if self._period:
+            self._next += int.from_bytes(expiries, sys.byteorder) * self._period
+        else:
+            self._next = 0
+        if not self._wake.fire() and self._period:
+            try:
+                self._arm(0, 0)             # nobody waits: stop the period
+            except OSError:
+                pass                        # the next wake() re-arms it (or falls back)
 
     def close(self) -> None:
         self._finalizer()

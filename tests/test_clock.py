@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -220,16 +221,29 @@ class FakeTime:
 
 @dataclass
 class FakeTimer:
-    """Stands for ``TimerFd``: wakes at the time asked plus the loop's latency."""
+    """Stands for ``TimerFd``: keeps its next expiry (and period) as the real one does and
+    wakes at that expiry plus the loop's latency."""
     clock: FakeTime
     latencies: list[int]
-    asked: list[int] = field(default_factory=list)
+    asked: list[int] = field(default_factory=list)      # arming times (timerfd_settime)
+    waits: list[tuple[int, int, int]] = field(default_factory=list)   # earliest, latest, expiry
+    next: int = 0
     busy = False
 
-    async def sleep_until(self, when_ns: int) -> None:
-        self.asked.append(when_ns)
-        latency = self.latencies[len(self.asked) % len(self.latencies)]
-        self.clock.now = max(self.clock.now, when_ns) + latency
+    def wake(self, earliest: int, latest: int, period: int = 0) -> Any:
+        if not earliest <= self.next <= latest:
+            self.asked.append(latest)
+            self.next = latest
+        expiry = self.next
+        self.waits.append((earliest, latest, expiry))
+        return self._sleep(expiry, period)
+
+    async def _sleep(self, expiry: int, period: int) -> None:
+        latency = self.latencies[len(self.waits) % len(self.latencies)]
+        self.clock.now = max(self.clock.now, expiry) + latency
+        self.next = 0
+        if period:                   # the next expiry on the period's grid after now
+            self.next = expiry + period * ((self.clock.now - expiry) // period + 1)
         await asyncio.sleep(0)
 
     def close(self) -> None:
@@ -273,12 +287,14 @@ def test_schedule_never_early_in_order_and_bounded(gaps: list[int], speed: float
     for (_, at), due in zip(released, deadlines, strict=True):
         assert due <= at <= max(due + window + max(latencies), prev) + 4 * tick
         prev = at
-    # each wake is asked for within [due, due + window] of the event it waits for, and
-    # an event already due when the previous one went out takes no wake-up
+    # each wake ends within [due, due + window] of the event it waits for, and an event
+    # already due when the previous one went out takes no wake-up
     waited = [i for i in range(1, len(times)) if deadlines[i] > released[i - 1][1] + tick]
-    assert clock.wakeups == len(timer.asked) <= len(waited)
-    for when in timer.asked:
-        assert any(d <= when <= d + window for d in deadlines)
+    assert clock.wakeups == len(timer.waits) <= len(waited)
+    assert len(timer.asked) <= len(timer.waits)                       # armed only when needed
+    for earliest, latest, expiry in timer.waits:
+        assert earliest <= expiry <= latest <= earliest + window
+        assert earliest in deadlines
 
 
 def test_a_sparse_feed_is_released_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,8 +309,10 @@ def test_a_sparse_feed_is_released_at_its_deadline(monkeypatch: pytest.MonkeyPat
 
     asyncio.run(run())
     due = [clock.deadline(t) for t in (T0 + 5 * MS, T0 + 10 * MS, T0 + 10 * MS + 100_000)]
-    # 5 ms apart: nothing to share a wake-up with, so no window; 0.1 ms apart: the window
-    assert timer.asked == [due[0], due[1], due[2] + MS]
+    # 5 ms apart: nothing to share a wake-up with, so no window, the timer is armed at the
+    # deadline; 0.1 ms apart: the window, and the timer's period (1 ms) already ends in it
+    assert timer.asked == [due[0], due[1]]
+    assert [expiry for _, _, expiry in timer.waits] == [due[0], due[1], due[1] + MS]
 
 
 # -- the timerfd on a real loop ---------------------------------------------------------------
@@ -392,7 +410,7 @@ async def test_a_timer_that_fails_to_arm_falls_back(monkeypatch: pytest.MonkeyPa
     timer = clock._timer
     assert timer is not None
 
-    def refuse(when_ns: int) -> None:
+    def refuse(when_ns: int, period_ns: int) -> None:
         raise OSError(22, "timerfd_settime failed")
 
     monkeypatch.setattr(timer, "_arm", refuse)
@@ -433,3 +451,49 @@ async def test_the_feed_closes_its_clock_timer(paced: tuple[Path, list[int]]) ->
         fd = clock._timer.fd
         assert fd_open(fd)
     assert clock._timer is None and not fd_open(fd)
+
+
+@linux
+async def test_a_dense_feed_rides_the_timer_period_and_an_idle_timer_stops() -> None:
+    clock = WallClock(10.0)
+    times = [T0 + k * 300_000 for k in range(400)]      # 0.3 ms apart: 30 µs at 10x
+    for ts in times:
+        while not clock.release(ts):
+            await clock.sleep()
+        assert time.monotonic_ns() >= clock.deadline(ts)
+    timer = clock._timer
+    assert timer is not None and clock.wakeups >= 5
+    # the 1 ms period ends inside the next event's window: no timerfd_settime per wake-up
+    assert timer.armed < clock.wakeups, (timer.armed, clock.wakeups)
+    await asyncio.sleep(0.01)                   # nobody waits: the next expiry disarms it
+    assert timer._next == 0 and not timer.busy
+    armed = timer.armed
+    await asyncio.sleep(0.01)
+    assert timer.armed == armed                 # and it stays quiet
+    clock.close()
+
+
+@linux
+def test_the_wake_works_with_the_pure_python_task() -> None:
+    async def pace() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda loop, coro, **kw: asyncio.tasks._PyTask(coro, loop=loop, **kw))
+
+        async def run() -> list[bool]:
+            clock = WallClock(1.0)
+            ok = []
+            for k in range(20):
+                await clock.wait_until(T0 + k * 400_000)
+                ok.append(time.monotonic_ns() >= clock.deadline(T0 + k * 400_000))
+            task = asyncio.ensure_future(clock.wait_until(T0 + 500 * MS))
+            await asyncio.sleep(0.002)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            ok.append(clock._timer is not None and not clock._timer.busy and clock.wakeups >= 2)
+            clock.close()
+            return ok
+
+        return await asyncio.ensure_future(run())
+
+    assert all(asyncio.run(pace()))
