@@ -1,12 +1,24 @@
 """Pacing: how late each event is released at 1x and 10x, and what it costs in CPU.
 
 Feeds 10,000 events spaced like a busy feed (0.1 to 0.5 ms apart) through the
-replay clock exactly as ``ReplayFeed`` does, in the default mode and in the
-precise mode (spins the last stretch of each wait). Lateness is measured by the
-clock itself against the monotonic clock; CPU is process time over wall time;
-``wakeups`` counts the sleeps the clock took and ``blocks`` the times the process
-really blocked (voluntary context switches, ``getrusage``): what the default
-mode's CPU is mostly made of, see docs/benchmarks.md, "Pacing".
+replay clock exactly as ``ReplayFeed`` does (``release``, and ``sleep`` when not
+yet due), in the default mode and in the precise mode (spins the last stretch of
+each wait). Lateness is measured by the clock itself against the monotonic
+clock; CPU is process time over wall time; ``wakeups`` counts the sleeps the
+clock took and ``blocks`` the times the process really blocked (voluntary context
+switches, ``getrusage``): what the default mode's CPU is mostly made of, see
+docs/benchmarks.md, "Pacing".
+
+Beside each default-mode run, the same run measures what a wake-up costs at the
+least on this machine: ``bare_us``, a plain ``time.sleep(0.001)`` loop (no event
+loop: the kernel's and the interpreter's share), and ``loop_us``, an asyncio
+loop waking every 1 ms to run a callback that does nothing but re-schedule
+itself (the least anything paced inside asyncio pays). ``wake_us`` is ours: all
+the process time of the run (its events included) over its blocking wake-ups.
+
+``python -m benchmarks.pacing --compare REV`` runs the clock of git revision
+``REV`` (its ``replay/clock.py`` and ``replay/timer.py``) and this one in
+interleaved rounds through the same events and prints the medians.
 """
 
 from __future__ import annotations
@@ -14,25 +26,46 @@ from __future__ import annotations
 import asyncio
 import random
 import resource
+import statistics
+import subprocess
+import sys
 import time
+import types
 from typing import Any
 
 from replay.clock import WallClock
 
+FLOOR_WAKES = 1000
 
-async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock
-                ) -> dict[str, Any]:
+
+def _times(n: int) -> list[int]:
     rng = random.Random(5)
     ts, times = 0, []
     for _ in range(n):
         ts += rng.randint(100_000, 500_000)          # 0.1-0.5 ms apart
         times.append(ts)
-    clock = clock_type(speed, precise=precise)
-    blocks0 = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for t in times:                                  # as ReplayFeed.__anext__ does
+    return times
+
+
+async def _drive(clock: Any, times: list[int]) -> None:
+    """As ``ReplayFeed.__anext__`` does; a clock without ``release`` (an older revision)
+    as that revision's feed did."""
+    if not hasattr(clock, "release"):
+        for t in times:
+            await clock.wait_until(t)
+        return
+    for t in times:
         while not clock.release(t):
             await clock.sleep()
+
+
+async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock,
+                **clock_args: Any) -> dict[str, Any]:
+    times = _times(n)
+    clock = clock_type(speed, precise=precise, **clock_args)
+    blocks0 = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await _drive(clock, times)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - blocks0
     if hasattr(clock, "close"):
@@ -40,10 +73,104 @@ async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock
     s = clock.lateness.summary()
     return {"speed": speed, "precise": precise, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
             "max_ms": s["max_ms"], "cpu": cpu / wall, "seconds": wall,
-            "wakeups": clock.wakeups, "blocks": blocks}
+            "wakeups": clock.wakeups, "blocks": blocks, "wake_us": cpu / max(blocks, 1) * 1e6}
+
+
+def bare_sleep_us(wakes: int = FLOOR_WAKES, period: float = 0.001) -> float:
+    """Process time per wake-up of a plain ``time.sleep(period)`` loop (µs)."""
+    cpu0 = time.process_time()
+    for _ in range(wakes):
+        time.sleep(period)
+    return (time.process_time() - cpu0) / wakes * 1e6
+
+
+async def loop_pass_us(wakes: int = FLOOR_WAKES, period: float = 0.001) -> float:
+    """Process time per wake-up of an asyncio loop running one callback every ``period``
+    (it re-schedules itself with ``call_later`` and does nothing else), in µs."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    left = [wakes]
+
+    def tick() -> None:
+        left[0] -= 1
+        if left[0]:
+            loop.call_later(period, tick)
+        else:
+            done.set_result(None)
+
+    cpu0 = time.process_time()
+    loop.call_later(period, tick)
+    await done
+    return (time.process_time() - cpu0) / wakes * 1e6
 
 
 def run(n: int = 10_000, clock_type: Any = WallClock) -> list[dict[str, Any]]:
-    """Default and precise mode at 1x and 10x; ``clock_type`` to compare another clock."""
-    return [asyncio.run(_pace(speed, precise, n, clock_type))
-            for speed in (1.0, 10.0) for precise in (False, True)]
+    """Default and precise mode at 1x and 10x; ``clock_type`` to compare another clock.
+    Each default-mode result also holds ``bare_us`` and ``loop_us`` (module doc)."""
+    results = []
+    for speed in (1.0, 10.0):
+        for precise in (False, True):
+            p = asyncio.run(_pace(speed, precise, n, clock_type))
+            if not precise:
+                p["bare_us"] = bare_sleep_us()
+                p["loop_us"] = asyncio.run(loop_pass_us())
+            results.append(p)
+    return results
+
+
+def _clock_at(rev: str) -> Any:
+    """``WallClock`` of git revision ``rev`` (its clock and timer modules, loaded apart)."""
+    def load(name: str, path: str, *replace: tuple[str, str]) -> types.ModuleType:
+        src = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True,
+                             check=True).stdout
+        for old, new in replace:
+            src = src.replace(old, new)
+        module = sys.modules[name] = types.ModuleType(name)
+        exec(compile(src, f"{rev}:{path}", "exec"), module.__dict__)      # noqa: S102
+        return module
+
+    load("_rev_timer", "replay/timer.py")
+    clock = load("_rev_clock", "replay/clock.py",
+                 ("from replay.timer import", "from _rev_timer import"))
+    return clock.WallClock
+
+
+def compare(rev: str, rounds: int = 4, n: int = 10_000, speeds: tuple[float, ...] = (1.0, 10.0),
+            windows: tuple[float, ...] = (0.001,)) -> None:
+    """Default mode, ``rev``'s clock and this one, interleaved rounds; prints medians."""
+    clocks = {rev: _clock_at(rev), "this": WallClock}
+    runs: dict[tuple[float, str, float], list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for speed in speeds:
+            for window in windows:
+                for name, clock_type in clocks.items():
+                    p = asyncio.run(_pace(speed, False, n, clock_type, window=window))
+                    runs.setdefault((speed, name, window), []).append(p)
+            bare, loop = bare_sleep_us(), asyncio.run(loop_pass_us())
+            runs.setdefault((speed, "floor", 0), []).append({"bare_us": bare, "loop_us": loop})
+    print(f"{rounds} rounds of {n:,} events, medians (ranges)")
+    for (speed, name, window), ps in runs.items():
+        def med(key: str, ps: list[dict[str, Any]] = ps) -> str:
+            values = sorted(p[key] for p in ps)
+            return f"{statistics.median(values):.3f} ({values[0]:.3f}-{values[-1]:.3f})"
+        if name == "floor":
+            print(f"{speed:4g}x floor: bare sleep loop {med('bare_us')} µs/wake-up, "
+                  f"asyncio loop pass {med('loop_us')} µs/wake-up")
+            continue
+        print(f"{speed:4g}x {name:>10s} window {window * 1e3:.2f} ms: p50 {med('p50_ms')} "
+              f"p99 {med('p99_ms')} ms, CPU {med('cpu')}, blocks/s "
+              f"{statistics.median(p['blocks'] / p['seconds'] for p in ps):.0f}, "
+              f"{med('wake_us')} µs/wake-up")
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description=compare.__doc__)
+    parser.add_argument("--compare", metavar="REV", required=True, help="git revision")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--speeds", default="1,10", help="comma-separated")
+    parser.add_argument("--windows", default="1", help="ms, comma-separated")
+    a = parser.parse_args()
+    compare(a.compare, a.rounds, a.events, tuple(float(s) for s in a.speeds.split(",")),
+            tuple(float(w) / 1e3 for w in a.windows.split(",")))
