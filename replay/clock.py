@@ -1,9 +1,12 @@
 """Pacing clocks: when the replay releases each event, and what ``now()`` is.
 
-Every clock has ``now() -> int`` (ns since the epoch, UTC, in *recorded* time)
-and ``async wait_until(ts_ns)`` (return once the event recorded at ``ts_ns`` is
-due). ``paced`` says whether ``wait_until`` can ever sleep; the feed skips the
-call for unpaced clocks and calls ``advance(ts_ns)`` instead.
+Every clock has ``now() -> int`` (ns since the epoch, UTC, in *recorded* time),
+``release(ts_ns) -> bool`` (True: the event recorded at ``ts_ns`` is due and is
+released now; False: not yet, ``await sleep()`` and ask again) and ``async
+wait_until(ts_ns)`` (both, until it is due). ``ReplayFeed`` calls ``release``
+for every event and sleeps only when it says no, so an event already due costs
+one plain call, no coroutine. ``paced`` says whether a clock can ever say no;
+the feed skips it for unpaced clocks and calls ``advance(ts_ns)`` instead.
 
 - ``WallClock(speed)``: the first event anchors (``ts0`` ↔ ``time.monotonic``
   at that moment); the event recorded at ``ts`` is released at
@@ -12,14 +15,17 @@ call for unpaced clocks and calls ``advance(ts_ns)`` instead.
   recorded spacing is kept on average, the schedule is never shifted). ``now()``
   is ``ts0 + elapsed * speed``. ``lateness`` holds the statistics (how late each
   release was); ``close()`` releases the timer (``ReplayFeed`` does it on exit).
-- Default mode: an event not yet due is released ``window`` (default 1 ms)
-  after its deadline, so the events falling due in that window go out in the
-  same wake-up; when the previous event was at least ``window`` earlier (a
+- Default mode: an event not yet due is released at most ``window`` (default
+  1 ms) after its deadline, so the events falling due in that window go out in
+  the same wake-up; when the previous event was at least ``window`` earlier (a
   sparse feed: nothing to share a wake-up with) it is released at its
   deadline. The sleep is a timerfd on the running loop (``replay.timer``),
-  which wakes to the microsecond: an event is released at most ``window`` plus
-  the loop's wake-up latency after its deadline, or right after the events
-  before it (a consumer that keeps up: ``window`` + latency). Where there is no
+  which wakes to the microsecond. While events stay dense the timer expires
+  every ``window`` on its own (no re-arming per wake-up): a sleep whose
+  deadline's window holds the timer's next expiry waits for that expiry, any
+  other is armed at ``deadline + window`` (dense) or at the deadline (sparse).
+  So an event is released at most ``window`` plus the loop's wake-up latency
+  after its deadline, or right after the events before it. Where there is no
   timerfd (not Linux, a loop without ``add_reader``) or two tasks wait on one
   clock at once, the clock sleeps with ``asyncio.sleep``, whose timers wake on
   whole milliseconds (up to ~1 ms late).
@@ -224,12 +230,7 @@ class WallClock:
 
     def release(self, ts_ns: int) -> bool:
         """True if the event recorded at ``ts_ns`` is due: it is released now and its
-        lateness recorded. False if not yet: ``await sleep()``, then ask again.
-
-        ``ReplayFeed`` calls this for every event and sleeps only on False, so an
-        event already due (most of them at 10x: they fall due during a sleep) costs
-        one plain call, no coroutine.
-        """
+        lateness recorded. False if not yet (never early): ``await sleep()``, ask again."""
         if self._ts0 is None:
             self.anchor(ts_ns)
             self.lateness.add(0)

@@ -15,9 +15,10 @@ this one is kept to one loop pass and no system call beyond the ``read``:
   is armed at ``latest``. With a ``period`` it then keeps expiring every
   ``period`` ns (a paced feed dense enough to wait again within a period
   needs no re-arming); an expiry that finds nobody waiting disarms it.
-- The awaitable is a ``Wake``, a future-like object: the reader callback runs
-  the waiting task's step itself, where a ``Future`` would schedule it for the
-  loop's next pass (one more ``epoll_wait`` and loop pass per wake-up).
+- The awaitable, a ``Wake``, hands the task a future-like object whose
+  completion, in the reader callback, runs the waiting task's step there and
+  then, where a ``Future`` would schedule it for the loop's next pass (one more
+  ``epoll_wait`` and loop pass per wake-up).
 
 ``TimerFd.open(loop)`` returns None where this is not available: not Linux, no
 ``timerfd_create`` in the C library, or a loop without ``add_reader`` (the
@@ -76,13 +77,29 @@ _TIMERFD = _libc_timerfd()
 
 
 class Wake:
-    """What a task awaits to sleep on a ``TimerFd``: a future-like object (asyncio's
-    tasks accept any object with ``_asyncio_future_blocking``) that ``fire()``
-    completes by running the waiting task's step at once, in the caller.
+    """What a task awaits to sleep on a ``TimerFd`` (``await timer.wake(...)``).
 
-    Reused for every sleep of its timer. A cancelled wait ends through a cancelled
-    ``Future`` of its own, so the ``Wake`` is free again at once.
+    It hands the task a future-like ``_Waiter`` (asyncio's tasks accept any object
+    with ``_asyncio_future_blocking``) whose ``fire()`` runs the waiting task's step
+    at once, in the caller. A ``Wake`` itself is a plain awaitable, so
+    ``asyncio.ensure_future`` and the like wrap it in a task as any awaitable.
     """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self, waiter: _Waiter) -> None:
+        self._waiter = waiter
+
+    def __await__(self) -> Generator[_Waiter, None, None]:
+        waiter = self._waiter
+        waiter._asyncio_future_blocking = True
+        yield waiter                    # the task registers its wake-up, fire() calls it
+
+
+class _Waiter:
+    """The future-like side of a ``Wake``, reused for every sleep of its timer. A
+    cancelled wait ends through a cancelled ``Future`` of its own, so the waiter is
+    free again at once."""
 
     _asyncio_future_blocking = False
 
@@ -94,10 +111,6 @@ class Wake:
     @property
     def waiting(self) -> bool:
         return self._callback is not None
-
-    def __await__(self) -> Generator[Wake, None, None]:
-        self._asyncio_future_blocking = True
-        yield self                      # the task registers its wake-up, fire() calls it
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
@@ -144,7 +157,8 @@ class TimerFd:
         self._spec = _Itimerspec()            # this timer's own: settime releases the GIL
         self._next = 0              # the next expiry, monotonic ns (0: disarmed)
         self._period = 0            # ns between expiries (0: one expiry)
-        self._wake = Wake(loop)
+        self._waiter = _Waiter(loop)
+        self._wake = Wake(self._waiter)
         self._finalizer = weakref.finalize(self, _release, loop, fd)
 
     @classmethod
@@ -169,7 +183,7 @@ class TimerFd:
     @property
     def busy(self) -> bool:
         """Someone is sleeping on this timer (a second sleeper must use another way)."""
-        return self._wake.waiting
+        return self._waiter.waiting
 
     def wake(self, earliest_ns: int, latest_ns: int, period_ns: int = 0) -> Wake:
         """Await the result: done at the next expiry, in ``[earliest_ns, latest_ns]``
@@ -198,7 +212,7 @@ class TimerFd:
             self._next += int.from_bytes(expiries, sys.byteorder) * self._period
         else:
             self._next = 0
-        if not self._wake.fire() and self._period:
+        if not self._waiter.fire() and self._period:
             try:
                 self._arm(0, 0)             # nobody waits: stop the period
             except OSError:

@@ -497,3 +497,16 @@ def test_the_wake_works_with_the_pure_python_task() -> None:
         return await asyncio.ensure_future(run())
 
     assert all(asyncio.run(pace()))
+
+
+@linux
+async def test_a_sleep_can_be_wrapped_in_a_task_or_a_timeout() -> None:
+    clock = WallClock(1.0)
+    await clock.wait_until(T0)
+    ts = T0 + 3 * MS
+    assert not clock.release(ts)
+    await asyncio.wait_for(clock.sleep(), 1.0)          # a plain awaitable, not a future
+    while not clock.release(ts):
+        await asyncio.ensure_future(clock.sleep())
+    assert time.monotonic_ns() >= clock.deadline(ts) and clock._timer is not None
+    clock.close()
