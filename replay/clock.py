@@ -16,7 +16,7 @@ the feed skips it for unpaced clocks and calls ``advance(ts_ns)`` instead.
   is ``ts0 + elapsed * speed``. ``lateness`` holds the statistics (how late each
   release was); ``close()`` releases the timer (``ReplayFeed`` does it on exit).
 - Default mode: an event not yet due is released at most ``window`` (default
-  1 ms) after its deadline, so the events falling due in that window go out in
+  1.2 ms) after its deadline, so the events falling due in that window go out in
   the same wake-up; when the previous event was at least ``window`` earlier (a
   sparse feed: nothing to share a wake-up with) it is released at its
   deadline. The sleep is a timerfd on the running loop (``replay.timer``),
@@ -49,7 +49,7 @@ from replay.timer import TimerFd
 from schemas.errors import ConfigError
 
 SPIN_S = 0.001
-WINDOW_S = 0.001
+WINDOW_S = 0.0012
 LATENESS_WINDOW = 65_536
 
 
