@@ -456,7 +456,7 @@ async def test_the_feed_closes_its_clock_timer(paced: tuple[Path, list[int]]) ->
 @linux
 async def test_a_dense_feed_rides_the_timer_period_and_an_idle_timer_stops() -> None:
     clock = WallClock(10.0)
-    times = [T0 + k * 300_000 for k in range(400)]      # 0.3 ms apart: 30 µs at 10x
+    times = [T0 + k * 500_000 for k in range(2000)]     # 0.5 ms apart: 50 µs, 100 ms at 10x
     for ts in times:
         while not clock.release(ts):
             await clock.sleep()
@@ -490,7 +490,7 @@ def test_the_wake_works_with_the_pure_python_task() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            ok.append(clock._timer is not None and not clock._timer.busy and clock.wakeups >= 2)
+            ok.append(clock._timer is not None and not clock._timer.busy and clock.wakeups >= 1)
             clock.close()
             return ok
 
