@@ -110,6 +110,9 @@ def _block_values(arr: pa.Array) -> Callable[[int, int], list[Any]]:
         every = arr.to_pylist()
         return lambda lo, hi: every[lo:hi]
     if pa.types.is_dictionary(arr.type):
+        if len(arr.dictionary) == 1:          # one session: a list repeat
+            one = arr.dictionary.to_pylist()
+            return lambda lo, hi: one * (hi - lo)
         table = np.array(arr.dictionary.to_pylist(), dtype=object)
         codes = arr.indices.to_numpy()
         return lambda lo, hi: table[codes[lo:hi]].tolist()

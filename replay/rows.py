@@ -238,6 +238,13 @@ def _row_lists(grid: np.ndarray) -> Iterator[list[Any]]:
                                for a in range(0, len(grid), LIST_BLOCK_ROWS))
 
 
+def _grid_rows(grid: np.ndarray, idx: Any) -> np.ndarray:
+    """Rows ``idx`` (a slice or an index array) of a 2-D array. ``take`` along the
+    rows, not ``grid[idx]``: numpy's fancy index copies a 2-D row at a time
+    (~28 against ~6 ns a 5-float row here)."""
+    return grid[idx] if isinstance(idx, slice) else grid.take(idx, axis=0)
+
+
 def _lists(arr: pa.Array, lazy: bool) -> Values:
     """A list column. Lists of one width with no nulls (book levels) are a 2-D numpy
     array whose ``tolist`` makes the row lists in C (``lazy``: a block at a time,
@@ -251,8 +258,8 @@ def _lists(arr: pa.Array, lazy: bool) -> Values:
     if not arr.null_count and len(widths) and widths[0] > 0 and (widths == widths[0]).all():
         grid = values.reshape(len(arr), int(widths[0]))
         if lazy:
-            return lambda idx: _row_lists(grid[idx])
-        return lambda idx: grid[idx].tolist()
+            return lambda idx: _row_lists(_grid_rows(grid, idx))
+        return lambda idx: _grid_rows(grid, idx).tolist()
     flat_list = values.tolist()
     offsets = arr.offsets.to_numpy()
     offsets = (offsets - offsets[0]).tolist()
