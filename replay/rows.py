@@ -31,7 +31,9 @@ collection over the whole new chunk. ``Columns.records`` (iteration,
 only when it is taken (a generator over the same loop), and the row lists of
 list columns a block of ``LIST_BLOCK_ROWS`` at a time: a consumer that drops
 each record before the next keeps the count of live containers flat, so the
-collector has nothing to do and is left as it is.
+collector has nothing to do and is left as it is. That generator also reuses
+a record once nothing but itself refers to it (``_compile``): a record someone
+holds is never changed.
 """
 
 from __future__ import annotations
