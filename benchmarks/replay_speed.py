@@ -23,6 +23,17 @@ the rounds interleaved so load changes hit every path alike):
   alone, ``Scan.iter_pieces`` with no record made. The objects path must read and
   build, so it cannot beat the **bound** ``1 / (1/read + 1/limit)``; what it loses
   to the bound is making the values (numbers, texts, level lists) and iterating.
+- **machine limit** (``_machine_limit``): the cheapest way we know for anyone to
+  turn the same files into the same records, unordered: plain pyarrow decode
+  (text read as dictionaries), then per block of ``MACHINE_BLOCK`` rows of a
+  decoded batch one numpy ``tolist`` per number column, a dictionary gather per
+  text column, one 2-D ``tolist`` per level column (one Python list of floats
+  per row: cutting one flat ``tolist`` by slices measured ~1.8x slower), and
+  the generated builder making each record as it is taken (``EACH``), with the
+  cyclic collector off throughout. Timed whole (``machine``) and without the
+  decode (``values``: values and records from decoded batches). Replay must
+  also order the rows, so it cannot beat ``machine``: when that is under a
+  target, the target is out of reach for the record type on this machine.
 
 Run alone: ``PYTHONPATH=. python -m benchmarks.replay_speed [ROWS_PER_DAY]``.
 """
@@ -36,12 +47,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import replay
 from benchmarks.replay_store import make_day
-from replay.rows import BUILDERS, RECORD_COLUMNS, column_values
+from replay.rows import BUILDERS, EACH, RECORD_COLUMNS, column_values
 from replay.scan import BUILD_ROWS, Scan
 
 
@@ -83,6 +95,62 @@ def _object_limit(files: Sequence[Path], table: str) -> tuple[int, float]:
     return n, spent
 
 
+MACHINE_BLOCK = 4_096
+
+
+def _block_values(arr: pa.Array) -> Callable[[int, int], list[Any]]:
+    """``values(lo, hi)``: rows lo..hi of a decoded column as Python values, the
+    cheapest plain way (see ``_machine_limit``)."""
+    n = len(arr)
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.int64())
+    if arr.null_count == n:
+        return lambda lo, hi: [None] * (hi - lo)
+    if arr.null_count:
+        every = arr.to_pylist()
+        return lambda lo, hi: every[lo:hi]
+    if pa.types.is_dictionary(arr.type):
+        if len(arr.dictionary) == 1:          # one session: a list repeat
+            one = arr.dictionary.to_pylist()
+            return lambda lo, hi: one * (hi - lo)
+        table = np.array(arr.dictionary.to_pylist(), dtype=object)
+        codes = arr.indices.to_numpy()
+        return lambda lo, hi: table[codes[lo:hi]].tolist()
+    if pa.types.is_list(arr.type):
+        flat = arr.flatten().to_numpy()
+        grid = flat.reshape(n, len(flat) // n)
+        return lambda lo, hi: grid[lo:hi].tolist()
+    v = arr.to_numpy()
+    return lambda lo, hi: v[lo:hi].tolist()
+
+
+def _machine_limit(files: Sequence[Path], table: str, timed: str = "all") -> tuple[int, float]:
+    """The module doc's machine limit: the rows of ``files`` (unordered) decoded and
+    made into records, each dropped as it is taken. ``timed``: ``"all"`` (decode,
+    values and records) or ``"values"`` (values and records only)."""
+    each, cols = EACH[table], RECORD_COLUMNS[table]
+    n, spent = 0, 0.0
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        t_all = time.perf_counter()
+        for f in files:
+            for batch in pq.ParquetFile(f, read_dictionary=_texts(f)).iter_batches(
+                    65_536, columns=list(cols)):
+                t0 = time.perf_counter()
+                values = [_block_values(batch.column(c)) for c in cols]
+                for lo in range(0, batch.num_rows, MACHINE_BLOCK):
+                    hi = min(lo + MACHINE_BLOCK, batch.num_rows)
+                    n += sum(1 for _ in each("alltick", *[v(lo, hi) for v in values]))
+                spent += time.perf_counter() - t0
+        if timed == "all":
+            spent = time.perf_counter() - t_all
+    finally:
+        if was_on:
+            gc.enable()
+    return n, spent
+
+
 def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     t0 = time.perf_counter()
     n = fn()
@@ -98,6 +166,8 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
     paths["limit"] = lambda: _object_limit(files, table)
     paths["read"] = lambda: _timed(lambda: sum(
         len(p) for p in Scan(root, "alltick", tables=[table]).iter_pieces(BUILD_ROWS)))
+    paths["machine"] = lambda: _machine_limit(files, table)
+    paths["values"] = lambda: _machine_limit(files, table, "values")
     paths["objects"] = lambda: _timed(lambda: sum(
         1 for _ in replay.replay_sync(root, "alltick", tables=[table])))
     paths["batches"] = lambda: _timed(lambda: sum(
@@ -108,7 +178,7 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
 def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
     """Rates (rows or events per second) per table: ``{t}_objects``, ``{t}_batches``,
     ``{t}_baseline`` (best pyarrow way, named by ``{t}_baseline_way``), ``{t}_limit``,
-    ``{t}_read`` and ``{t}_bound`` (see the module doc)."""
+    ``{t}_read``, ``{t}_bound``, ``{t}_machine`` and ``{t}_values`` (see the module doc)."""
     out: dict[str, Any] = {"rows_per_day": rows_per_day}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -128,6 +198,7 @@ def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
             for name in ("limit", "read", "objects", "batches"):
                 out[f"{table}_{name}"] = best[name]
             out[f"{table}_bound"] = 1 / (1 / best["read"] + 1 / best["limit"])
+            out[f"{table}_machine"], out[f"{table}_values"] = best["machine"], best["values"]
     return out
 
 

@@ -22,7 +22,7 @@ from benchmarks.replay_store import make_day
 from replay import scan
 from replay.digest import replay_sync
 from replay.order import merge
-from replay.rows import LIST_BLOCK_ROWS, picker
+from replay.rows import EACH, LIST_BLOCK_ROWS, Columns, picker
 from replay.scan import EVENT_KEYS, Scan
 from schemas.tables import TABLES
 
@@ -196,3 +196,61 @@ def test_an_unpaced_feed_makes_records_as_taken_and_keeps_them_when_kept(
     assert len(ran) <= 1
     assert n == len(want) and first == want[0] and last == want[-1]
     assert asyncio.run(run(keep=True))[3] == want
+
+
+def _rows(table: str, n: int) -> pa.Table:
+    """``n`` distinct rows of a ``trades`` or ``raw`` table (every row differs)."""
+    common = {"ts_recv": list(range(n)), "session": ["s"] * n, "frame": list(range(n))}
+    if table == "raw":
+        cols = {**common, "direction": ["in", "out"] * (n // 2) + ["in"] * (n % 2),
+                "kind": ["text"] * n, "payload": [b"%d" % i for i in range(n)],
+                "note": [None] * n}
+    else:
+        cols = {"symbol": [f"S{i % 3}" for i in range(n)], **common,
+                "ts_event": [i if i % 2 else None for i in range(n)], "seq": list(range(n)),
+                "pos": [0] * n, "price": [i / 4 for i in range(n)], "size": [1.0] * n,
+                "turnover": [None] * n, "side": ["buy"] * n, "trade_type": [None] * n,
+                "extras": [None] * n}
+    return pa.Table.from_pydict(cols, schema=TABLES[table])
+
+
+@settings(max_examples=60, deadline=None)
+@given(table=st.sampled_from(["trades", "raw"]),
+       held=st.lists(st.integers(0, 3), min_size=1, max_size=40))
+def test_records_made_one_at_a_time_never_change_a_held_record(table: str,
+                                                               held: list[int]) -> None:
+    """``Columns.records`` reuses a record the consumer has let go of: each record it
+    hands out holds its row, and one the consumer still holds (for 0 to 3 more
+    records, or to the end: ``held[i] == 3``) keeps its row whatever comes after.
+    ``raw`` rows are frozen (stored through slot descriptors), trades are not."""
+    cols = Columns(table, _rows(table, len(held)))
+    want = cols.build("alltick")
+    recent: list[tuple[int, Any]] = []
+    kept: list[tuple[int, Any]] = []
+    for i, e in enumerate(cols.records("alltick")):
+        assert e == want[i]
+        (kept if held[i] == 3 else recent).append((i, e))
+        recent = [(j, r) for j, r in recent if i - j < held[j]]
+        assert all(r == want[j] for j, r in recent + kept)
+    assert [e for _, e in kept] == [want[i] for i, h in enumerate(held) if h == 3]
+
+
+def test_a_record_dropped_is_made_again_in_place(bench_days: tuple[Path, list[Any]],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reuse happens: a consumer that drops each record gets every row in the same
+    few objects (counted at the generated code's allocation); one that keeps them gets
+    a new object per row; a whole replay gives the same records either way."""
+    made: list[int] = []
+
+    def new(cls: type) -> Any:
+        made.append(1)
+        return object.__new__(cls)
+    monkeypatch.setitem(EACH["trades"].__globals__, "new", new)
+    cols = Columns("trades", _rows("trades", 50))
+    n = sum(1 for _ in cols.records("alltick"))
+    assert n == 50 and len(made) <= 3
+    made.clear()
+    assert len(list(cols.records("alltick"))) == 50 and len(made) >= 50
+    monkeypatch.undo()
+    root, want = bench_days
+    assert [e.to_json() for e in replay_sync(root, "alltick")] == [e.to_json() for e in want]
