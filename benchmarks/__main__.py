@@ -39,6 +39,8 @@ def main() -> None:
               + f"   read alone {rep[f'{t}_read']:,.0f}/s")
         print(row(f"replay max {t}, batches vs pyarrow", rep[f"{t}_batches"], rep[f"{t}_baseline"],
                   "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7) + way)
+        print(row(f"replay max {t}, batches vs ordered in mem", rep[f"{t}_batches"],
+                  rep[f"{t}_ordered"], "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7))
     mem = replay_memory.run(10_000_000 if quick else 100_000_000)
     for mode in ("batches", "objects"):
         m = mem[mode]
