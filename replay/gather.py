@@ -5,7 +5,8 @@ values of each list): for 5-level book columns that is most of a replay's
 gathering time. A list column whose lists all have one width and no nulls (book
 levels) is a 2-D block of values: it is gathered as a fixed-size list (one
 fixed-width gather of the values) and turned back into a list column, the
-same values and type.
+same values and type. A column of nulls only (a vendor's unused field) is not
+gathered at all: Arrow's ``take`` of one costs more than of real values.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def take(table: pa.Table, indices: Any) -> pa.Table:
     """``table.take(indices)`` (``table`` with one chunk per column, or none)."""
     cols = []
     for col in table.columns:
-        if pa.types.is_list(col.type) and col.num_chunks == 1:
+        if len(col) and col.null_count == len(col):
+            cols.append(pa.nulls(len(indices), col.type))
+        elif pa.types.is_list(col.type) and col.num_chunks == 1:
             cols.append(_take_list(col.chunk(0), indices))
         else:
             cols.append(col.take(indices))

@@ -1,4 +1,5 @@
-"""``replay.gather.take`` is ``Table.take``, list columns of one width included."""
+"""``replay.gather.take`` is ``Table.take``, list columns of one width and columns of
+nulls only included."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def test_take_is_arrow_take(rows: list, width: int | None, cut: int, data: st.Da
         rows = [[float(i * width + j) for j in range(width)] for i in range(len(rows))]
     levels = pa.array([[-1.0]] * cut + rows, LEVELS).slice(cut)     # offsets not from 0
     table = pa.table({"levels": levels, "n": pa.array(range(len(rows)), pa.int64()),
-                      "s": pa.array(["x"] * len(rows)).dictionary_encode()})
+                      "s": pa.array(["x"] * len(rows)).dictionary_encode(),
+                      "unused": pa.nulls(len(rows), pa.float64()),
+                      "no_text": pa.nulls(len(rows), pa.dictionary(pa.int32(), pa.string()))})
     idx = np.asarray(data.draw(st.lists(st.integers(0, max(len(rows) - 1, 0)),
                                         max_size=20 if rows else 0)), np.int64)
     got = gather.take(table, idx)

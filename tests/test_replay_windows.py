@@ -79,6 +79,27 @@ def test_a_big_day_is_handed_out_in_windows(tmp_path: Path) -> None:
     assert jsons(scan) == jsons(sorted(events, key=order_key))
 
 
+def test_columns_of_nulls_only_are_not_spilled(tmp_path: Path, monkeypatch) -> None:
+    """A sealed day whose trades carry no turnover (nulls only, by the statistics):
+    the spill never holds that column, and records and batches still have it, null."""
+    events = make_events()
+    write_sealed(tmp_path, events)
+    spilled: set[str] = set()
+    real = Spill.add
+
+    def spy(self: Spill, batch: pa.RecordBatch) -> None:
+        spilled.update(batch.schema.names)
+        real(self, batch)
+    monkeypatch.setattr(Spill, "add", spy)
+    scan = Scan(tmp_path, VENUE, window_rows=4, tables=["trades"])
+    want = sorted((e for e in events if e.TABLE == "trades"), key=order_key)
+    assert jsons(scan) == jsons(want)
+    assert "turnover" not in spilled and {"ts_recv", "price"} <= spilled
+    got = pa.Table.from_batches(list(scan.iter_batches()), schema=scan.schema())
+    assert got.column("turnover").null_count == len(want)
+    assert got.column("price").to_pylist() == [e.price for e in want]
+
+
 def test_a_spill_keeps_one_file_whatever_the_windows() -> None:
     """Thousands of windows, rows in symbol order: one IPC file, each window gives
     its rows in the order added (across flushes), text read as dictionaries comes back as the same
