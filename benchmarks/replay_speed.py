@@ -17,7 +17,8 @@ the rounds interleaved so load changes hit every path alike):
   decoded per batch, as ``iter_batches`` hands it out). No order, no filter:
   what decoding the files costs here.
 - **ordered in memory**: the best any reader could do without a memory bound:
-  each day read whole (``pq.read_table``, text as dictionaries, Arrow's threads),
+  each day read whole (``pq.read_table``, text as dictionaries, one thread: with
+  Arrow's threads it was no faster on 2 shared cores, and much slower under load),
   put in replay order when it is not already (``replay.order.key_order``: numpy's
   stable argsort of ``ts_recv``, which merges a sealed day's sorted symbol runs
   cheaply, then the ties by the full key), taken (``replay.gather.take``) and
@@ -93,7 +94,7 @@ def _ordered_in_memory(files: Sequence[Path]) -> tuple[int, float]:
     n = 0
     for _, day in groupby(files, key=lambda f: f.parent):
         day_files = list(day)
-        t = pq.read_table(day_files, read_dictionary=_texts(day_files[0]), use_threads=True)
+        t = pq.read_table(day_files, read_dictionary=_texts(day_files[0]), use_threads=False)
         if not is_sorted(t, EVENT_KEYS):
             t = t.combine_chunks()
             t = gather.take(t, key_order(t, EVENT_KEYS))
