@@ -506,10 +506,11 @@ def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:
     pieces = []
     for table, t in day.parts:
         cols = []
+        names = set(t.column_names)
         for f in fields:
             if f.name == "table" and several:
                 cols.append(_table_column(table, t.num_rows))
-            elif f.name in t.column_names:
+            elif f.name in names:
                 cols.append(t.column(f.name))
             else:
                 cols.append(pa.nulls(t.num_rows, f.type))

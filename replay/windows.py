@@ -92,26 +92,33 @@ class _Codes:
         self.index: dict[str, int] = {}
         self.values: list[str] = []
         self._array: pa.Array | None = None         # ``values`` as Arrow, made on demand
-        self._last: tuple[pa.Array, pa.Array] | None = None    # a dictionary, its codes here
+        # a dictionary and its values' codes here (None: the same numbers)
+        self._last: tuple[pa.Array, pa.Array | None] | None = None
 
     def encode(self, arr: pa.DictionaryArray) -> pa.Array:
-        if self._last is not None and self._last[0].equals(arr.dictionary):
-            return pc.take(self._last[1], arr.indices)     # batches of one row group
-        mapping = np.empty(len(arr.dictionary), np.int32)
-        for i, value in enumerate(arr.dictionary.to_pylist()):
+        if self._last is None or not self._last[0].equals(arr.dictionary):
+            self._last = (arr.dictionary, self._mapping(arr.dictionary))
+        mapping = self._last[1]         # the same for the batches of one row group
+        return arr.indices if mapping is None else pc.take(mapping, arr.indices)
+
+    def _mapping(self, dictionary: pa.Array) -> pa.Array | None:
+        """The code here of each of ``dictionary``'s values (new values get the next
+        codes); None when every value's code is its own position."""
+        mapping = np.empty(len(dictionary), np.int32)
+        for i, value in enumerate(dictionary.to_pylist()):
             code = self.index.get(value)
             if code is None:
                 code = self.index[value] = len(self.values)
                 self.values.append(value)
                 self._array = None
             mapping[i] = code
-        self._last = (arr.dictionary, pa.array(mapping))
-        return pc.take(self._last[1], arr.indices)
+        return None if (mapping == np.arange(len(mapping))).all() else pa.array(mapping)
 
     def decode(self, codes: pa.ChunkedArray) -> pa.DictionaryArray:
         if self._array is None:
             self._array = pa.array(self.values, pa.string())
-        return pa.DictionaryArray.from_arrays(codes.combine_chunks(), self._array)
+        # safe=False: every code was given by ``encode``, so none needs checking
+        return pa.DictionaryArray.from_arrays(codes.combine_chunks(), self._array, safe=False)
 
 
 class Spill:
@@ -129,6 +136,7 @@ class Spill:
         self.dir = tempfile.TemporaryDirectory(prefix="tickrec-replay-")
         self.path = os.path.join(self.dir.name, "rows.arrow")
         self._edges = np.asarray(bounds[1:-1], np.int64)
+        self._ids = np.int32        # window numbers: half the bytes of int64 to sort and move
         self._sink: pa.NativeFile | None = None
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._listed: list[list[int]] = [[] for _ in range(len(bounds) - 1)]  # window -> batches
@@ -152,9 +160,9 @@ class Spill:
         symbol's run) are cut where each window starts, not searched one by one."""
         if len(ts) > 1 and (ts[1:] >= ts[:-1]).all():
             starts = np.searchsorted(ts, self._edges, "left")
-            return np.repeat(np.arange(len(self._edges) + 1),
+            return np.repeat(np.arange(len(self._edges) + 1, dtype=self._ids),
                              np.diff(starts, prepend=0, append=len(ts)))
-        return np.searchsorted(self._edges, ts, "right")
+        return np.searchsorted(self._edges, ts, "right").astype(self._ids)
 
     def _flush(self) -> None:
         """The pending rows regrouped by window (one stable gather) and written as one
