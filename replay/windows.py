@@ -42,6 +42,7 @@ FLUSH_BYTES = 8 << 20
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
 GRID = 4096                       # resolution of the cut search inside a day
 _IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
+WINDOW_IDS = np.int32             # a row's window number: half of int64's bytes to sort and move
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,6 @@ class Spill:
         self.dir = tempfile.TemporaryDirectory(prefix="tickrec-replay-")
         self.path = os.path.join(self.dir.name, "rows.arrow")
         self._edges = np.asarray(bounds[1:-1], np.int64)
-        self._ids = np.int32        # window numbers: half the bytes of int64 to sort and move
         self._sink: pa.NativeFile | None = None
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._listed: list[list[int]] = [[] for _ in range(len(bounds) - 1)]  # window -> batches
@@ -160,9 +160,9 @@ class Spill:
         symbol's run) are cut where each window starts, not searched one by one."""
         if len(ts) > 1 and (ts[1:] >= ts[:-1]).all():
             starts = np.searchsorted(ts, self._edges, "left")
-            return np.repeat(np.arange(len(self._edges) + 1, dtype=self._ids),
+            return np.repeat(np.arange(len(self._edges) + 1, dtype=WINDOW_IDS),
                              np.diff(starts, prepend=0, append=len(ts)))
-        return np.searchsorted(self._edges, ts, "right").astype(self._ids)
+        return np.searchsorted(self._edges, ts, "right").astype(WINDOW_IDS)
 
     def _flush(self) -> None:
         """The pending rows regrouped by window (one stable gather) and written as one
