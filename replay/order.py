@@ -157,15 +157,15 @@ class Piece:
 def merge(parts: list[tuple[str, pa.Table]], keys: Sequence[str]) -> Merged:
     """The replay order of ``parts`` (see module doc). ``parts`` must not be empty.
 
-    Parts that are not read in order are made contiguous (``combine_chunks``: every
-    later ``take`` or gather would resolve each index through the chunk layout)."""
+    One part is kept as read, in chunks: ``gather.take`` takes from them directly and
+    ``Columns`` makes each column contiguous once. Several parts not read in order
+    are made contiguous here (``combine_chunks``)."""
     if len(parts) == 1:
-        name, table = parts[0]
+        table = parts[0][1]
         if is_sorted(table, keys):
             return Merged(parts, None, None, [None])
-        table = table.combine_chunks()
         order = key_order(table, keys)
-        return Merged([(name, table)], order, None, [order])
+        return Merged(parts, order, None, [order])
     key_table = pa.table({
         k: pa.chunked_array([c for _, t in parts for c in t.column(k).chunks],
                             type=parts[0][1].schema.field(k).type)

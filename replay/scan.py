@@ -456,7 +456,6 @@ class Scan:
             if order is None:
                 parts: Iterator[pa.RecordBatch] = iter(wide.to_batches(max_chunksize=size))
             else:
-                wide = wide.combine_chunks()        # take() on many chunks re-concatenates
                 parts = (gather.take(wide, order[off:off + size]).to_batches()[0]
                          for off in range(0, rows, size))
             for part in parts:

@@ -170,12 +170,13 @@ class Spill:
         flushes, however many symbols' runs it holds."""
         if not self._pending:
             return
-        rows = pa.Table.from_batches([b for b, _ in self._pending]).combine_chunks()
+        rows = pa.Table.from_batches([b for b, _ in self._pending])
         window = np.concatenate([w for _, w in self._pending])
         self._pending, self._pending_bytes = [], 0
         if (window[1:] < window[:-1]).any():
             order = np.argsort(window, kind="stable")
             rows, window = gather.take(rows, order), window[order]
+        rows = rows.combine_chunks()        # one batch per window (after a take: as it is)
         if self._writer is None:
             self._sink = pa.BufferedOutputStream(pa.OSFile(self.path, "wb"), 1 << 20)
             self._writer = pa.ipc.new_file(self._sink, rows.schema, options=_IPC)
