@@ -96,7 +96,6 @@ def _ordered_in_memory(files: Sequence[Path]) -> tuple[int, float]:
         day_files = list(day)
         t = pq.read_table(day_files, read_dictionary=_texts(day_files[0]), use_threads=False)
         if not is_sorted(t, EVENT_KEYS):
-            t = t.combine_chunks()
             t = gather.take(t, key_order(t, EVENT_KEYS))
         for batch in t.to_batches(65_536):
             n += _decoded(batch).num_rows

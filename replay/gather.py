@@ -54,4 +54,6 @@ def take(table: pa.Table, indices: Any) -> pa.Table:
                                    indices))
         else:
             cols.append(col.take(indices))
-    return pa.Table.from_arrays(cols, schema=table.schema)
+    out = pa.Table.from_arrays(cols, schema=table.schema)
+    # pyarrow 26 gives one chunk here anyway; callers rely on it
+    return out if all(c.num_chunks <= 1 for c in out.columns) else out.combine_chunks()
