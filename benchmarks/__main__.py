@@ -42,6 +42,10 @@ def main() -> None:
               + f"   unordered decode+values+records; values+records alone {rep[f'{t}_values']:,.0f}/s")
         print(row(f"replay max {t}, batches vs pyarrow", rep[f"{t}_batches"], rep[f"{t}_baseline"],
                   "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7) + way)
+        print(row(f"replay max {t}, batches vs ordered in mem", rep[f"{t}_batches"],
+                  rep[f"{t}_ordered"], "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7)
+              + f"   pyarrow unordered, text decoded "
+                f"{rep[f'{t}_pyarrow']['dictionary, 1 thread, text decoded']:,.0f}/s")
     mem = replay_memory.run(10_000_000 if quick else 100_000_000)
     for mode in ("batches", "objects"):
         m = mem[mode]

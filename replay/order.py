@@ -63,7 +63,7 @@ def is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
     return True
 
 
-def _key_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
+def key_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
     """The stable key order of ``table``'s rows, as indices. The first key
     (``ts_recv``) is sorted with numpy; only rows that tie on it are sorted again
     by the full key (Arrow), in place, so the ties' order is the full key's."""
@@ -157,20 +157,20 @@ class Piece:
 def merge(parts: list[tuple[str, pa.Table]], keys: Sequence[str]) -> Merged:
     """The replay order of ``parts`` (see module doc). ``parts`` must not be empty.
 
-    Parts that are not read in order are made contiguous (``combine_chunks``: every
-    later ``take`` or gather would resolve each index through the chunk layout)."""
+    One part is kept as read, in chunks: ``gather.take`` takes from them directly and
+    ``Columns`` makes each column contiguous once. Several parts not read in order
+    are made contiguous here (``combine_chunks``)."""
     if len(parts) == 1:
-        name, table = parts[0]
+        table = parts[0][1]
         if is_sorted(table, keys):
             return Merged(parts, None, None, [None])
-        table = table.combine_chunks()
-        order = _key_order(table, keys)
-        return Merged([(name, table)], order, None, [order])
+        order = key_order(table, keys)
+        return Merged(parts, order, None, [order])
     key_table = pa.table({
         k: pa.chunked_array([c for _, t in parts for c in t.column(k).chunks],
                             type=parts[0][1].schema.field(k).type)
         for k in keys})
-    order = _key_order(key_table, keys)
+    order = key_order(key_table, keys)
     sizes = [t.num_rows for _, t in parts]
     starts = np.cumsum([0, *sizes[:-1]])
     which = np.repeat(np.arange(len(parts), dtype=np.int8), sizes)[order]

@@ -60,6 +60,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -449,17 +450,19 @@ class Scan:
         for step in self._days(read_cols):
             wide = _widen(step, out_schema, raw)     # only columns some part of the step has
             order, rows = step.order, step.rows
+            # one table: its ``table`` column is made per batch, not gathered
+            only = step.parts[0][0] if len(step.parts) == 1 and not raw else None
             del step            # its parts' copies, where ``wide`` made its own
             if order is None:
                 parts: Iterator[pa.RecordBatch] = iter(wide.to_batches(max_chunksize=size))
             else:
-                wide = wide.combine_chunks()        # take() on many chunks re-concatenates
                 parts = (gather.take(wide, order[off:off + size]).to_batches()[0]
                          for off in range(0, rows, size))
             for part in parts:
                 n = part.num_rows
                 names = part.schema.names
                 cols = [_typed_out(part.column(names.index(f.name)), f.type) if f.name in names
+                        else _table_column(only, n) if f.name == "table" and only is not None
                         else pa.nulls(n, f.type) for f in out_schema]
                 del part
                 yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
@@ -482,21 +485,31 @@ def _in_order(name: str, units: Iterator[pa.Table], keys: Sequence[str]) -> Iter
         yield out
 
 
+_TABLE_NAMES = pa.array(EVENT_TABLES, pa.string())
+
+
+def _table_column(table: str, n: int) -> pa.DictionaryArray:
+    """The ``table`` column of ``n`` rows of ``table``."""
+    codes = pa.array(np.full(n, EVENT_TABLES.index(table), np.int8))
+    return pa.DictionaryArray.from_arrays(codes, _TABLE_NAMES, safe=False)
+
+
 def _widen(day: Merged, schema: pa.Schema, raw: bool) -> pa.Table:
     """The day's parts as one table: the columns of ``schema`` that at least one
-    part has (null-padded in the others) plus ``table``, in concatenation order."""
+    part has (null-padded in the others) plus, for several parts, ``table``, in
+    concatenation order."""
     present = {c for _, t in day.parts for c in t.column_names}
+    several = len(day.parts) > 1 and not raw
     fields = [f.with_type(stream.read_type(f.type)) for f in schema
-              if f.name in present or (f.name == "table" and not raw)]
-    dictionary = pa.array(EVENT_TABLES, pa.string())
+              if f.name in present or (f.name == "table" and several)]
     pieces = []
     for table, t in day.parts:
         cols = []
+        names = set(t.column_names)
         for f in fields:
-            if f.name == "table" and not raw:
-                idx = pa.repeat(pa.scalar(EVENT_TABLES.index(table), pa.int8()), t.num_rows)
-                cols.append(pa.DictionaryArray.from_arrays(idx, dictionary))
-            elif f.name in t.column_names:
+            if f.name == "table" and several:
+                cols.append(_table_column(table, t.num_rows))
+            elif f.name in names:
                 cols.append(t.column(f.name))
             else:
                 cols.append(pa.nulls(t.num_rows, f.type))

@@ -82,6 +82,18 @@ def _by_file(seg: Segment) -> Iterator[tuple[str, list[GroupRef]]]:
         yield path, list(refs)
 
 
+def _with_nulls(t: pa.Table, columns: Sequence[str], nulls: Sequence[str],
+                schema: pa.Schema) -> pa.Table:
+    """``t`` with the columns ``nulls`` added as null columns, in ``columns`` order."""
+    if not nulls:
+        return t
+    fields = [t.schema.field(c) if c not in nulls
+              else schema.field(c).with_type(stream.read_type(schema.field(c).type))
+              for c in columns]
+    return pa.table([t.column(f.name) if f.name not in nulls else pa.nulls(t.num_rows, f.type)
+                     for f in fields], schema=pa.schema(fields))
+
+
 def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
          columns: Sequence[str], where: ds.Expression, exact: bool, lo: int, hi: int,
          window_rows: int, direct_rows: int) -> Iterator[pa.Table]:
@@ -89,17 +101,22 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
     and any symbol filter), as tables of consecutive ``ts_recv`` ranges; ``exact``:
     no symbol filter, so groups inside [lo, hi) need no filtering. At most
     ``direct_rows`` rows are read in one piece; a bigger segment is spilled and
-    handed out in windows of about ``window_rows`` rows."""
+    handed out in windows of about ``window_rows`` rows. Columns that the statistics
+    show hold only nulls in every group are not read (nor spilled): each table
+    gets them as null columns."""
+    nulls = stream.null_columns(seg.groups, columns)
+    read_cols = [c for c in columns if c not in nulls]
+
     def rows_of(batch_rows: int, threads: bool) -> Iterator[pa.RecordBatch]:
         for path, refs in _by_file(seg):
             need = not exact or not all(g.inside(lo, hi) for g in refs)
-            yield from stream.batches(path, filesystem, schema, columns,
+            yield from stream.batches(path, filesystem, schema, read_cols,
                                       [g.index for g in refs], where if need else None,
                                       batch_rows, threads, refs[0].metadata)
     if seg.rows <= direct_rows:
         batches = list(rows_of(WHOLE_BATCH_ROWS, True))
         if batches:
-            yield pa.Table.from_batches(batches)
+            yield _with_nulls(pa.Table.from_batches(batches), columns, nulls, schema)
         return
     bounds = cuts([Group(g.rows, *_span(g, lo, hi)) for g in seg.groups],
                   seg.lo, seg.hi + 1, window_rows)
@@ -109,6 +126,8 @@ def read(seg: Segment, filesystem: pafs.FileSystem | None, schema: pa.Schema,
         # one, batches left the allocator holding 60 MB more at 2x10M rows (mimalloc)
         for batch in rows_of(SPILL_BATCH_ROWS, False):
             spill.add(batch)
-        yield from spill.windows()
+        for window in spill.windows():
+            yield _with_nulls(window, columns, nulls, schema)
+            del window
     finally:
         spill.close()

@@ -70,6 +70,33 @@ def plan(path: str, filesystem: pafs.FileSystem | None,
     return out
 
 
+def null_columns(groups: Sequence[GroupRef], columns: Sequence[str]) -> list[str]:
+    """Those of ``columns`` that hold nothing but nulls in every one of ``groups``, by
+    the statistics (a flat column whose null count is the group's rows, or one a
+    file lacks): they need not be read. A group without a footer, or a column
+    without a null count (lists have none), is taken to hold values."""
+    if any(g.metadata is None for g in groups):
+        return []
+    paths: dict[int, list[str]] = {}        # per footer: its leaf columns' paths
+    out = []
+    for c in columns:
+        for g in groups:
+            md = g.metadata
+            assert md is not None
+            leaves = paths.get(id(md))
+            if leaves is None:
+                leaves = paths[id(md)] = [md.schema.column(i).path for i in range(md.num_columns)]
+            if c in leaves:
+                st = md.row_group(g.index).column(leaves.index(c)).statistics
+                if st is None or not st.has_null_count or st.null_count != g.rows:
+                    break
+            elif any(p.split(".", 1)[0] == c for p in leaves):      # a nested column
+                break
+        else:
+            out.append(c)
+    return out
+
+
 TEXT = pa.dictionary(pa.int32(), pa.string())
 
 

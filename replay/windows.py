@@ -42,6 +42,7 @@ FLUSH_BYTES = 8 << 20
 MAX_WINDOWS = 4096                # per day (bigger windows beyond that): the cut grid
 GRID = 4096                       # resolution of the cut search inside a day
 _IPC = pa.ipc.IpcWriteOptions(allow_64bit=True)
+WINDOW_IDS = np.int32             # a row's window number: half of int64's bytes to sort and move
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class _Codes:
         self._last: tuple[pa.Array, pa.Array] | None = None    # a dictionary, its codes here
 
     def encode(self, arr: pa.DictionaryArray) -> pa.Array:
+        # Always a new array: passing the indices through where the numbers agree
+        # was no faster and peaked 7 MB higher on a 10M-row day (202 against 195 MB)
         if self._last is not None and self._last[0].equals(arr.dictionary):
             return pc.take(self._last[1], arr.indices)     # batches of one row group
         mapping = np.empty(len(arr.dictionary), np.int32)
@@ -111,7 +114,8 @@ class _Codes:
     def decode(self, codes: pa.ChunkedArray) -> pa.DictionaryArray:
         if self._array is None:
             self._array = pa.array(self.values, pa.string())
-        return pa.DictionaryArray.from_arrays(codes.combine_chunks(), self._array)
+        # safe=False: every code was given by ``encode``, so none needs checking
+        return pa.DictionaryArray.from_arrays(codes.combine_chunks(), self._array, safe=False)
 
 
 class Spill:
@@ -142,10 +146,19 @@ class Spill:
             return
         ts = batch.column("ts_recv").cast(pa.int64()).to_numpy()
         batch = self._encoded(batch)
-        self._pending.append((batch, np.searchsorted(self._edges, ts, "right")))
+        self._pending.append((batch, self._window_of(ts)))
         self._pending_bytes += batch.nbytes
         if self._pending_bytes >= self.flush_bytes:
             self._flush()
+
+    def _window_of(self, ts: np.ndarray) -> np.ndarray:
+        """Each row's window. Rows in time order (a sealed file's batch inside one
+        symbol's run) are cut where each window starts, not searched one by one."""
+        if len(ts) > 1 and (ts[1:] >= ts[:-1]).all():
+            starts = np.searchsorted(ts, self._edges, "left")
+            return np.repeat(np.arange(len(self._edges) + 1, dtype=WINDOW_IDS),
+                             np.diff(starts, prepend=0, append=len(ts)))
+        return np.searchsorted(self._edges, ts, "right").astype(WINDOW_IDS)
 
     def _flush(self) -> None:
         """The pending rows regrouped by window (one stable gather) and written as one
@@ -153,12 +166,13 @@ class Spill:
         flushes, however many symbols' runs it holds."""
         if not self._pending:
             return
-        rows = pa.Table.from_batches([b for b, _ in self._pending]).combine_chunks()
+        rows = pa.Table.from_batches([b for b, _ in self._pending])
         window = np.concatenate([w for _, w in self._pending])
         self._pending, self._pending_bytes = [], 0
         if (window[1:] < window[:-1]).any():
             order = np.argsort(window, kind="stable")
             rows, window = gather.take(rows, order), window[order]
+        rows = rows.combine_chunks()        # one batch per window (after a take: as it is)
         if self._writer is None:
             self._sink = pa.BufferedOutputStream(pa.OSFile(self.path, "wb"), 1 << 20)
             self._writer = pa.ipc.new_file(self._sink, rows.schema, options=_IPC)

@@ -1,4 +1,5 @@
-"""``replay.gather.take`` is ``Table.take``, list columns of one width included."""
+"""``replay.gather.take`` is ``Table.take``, list columns of one width and columns of
+nulls only included, from a table in chunks into one chunk per column."""
 
 from __future__ import annotations
 
@@ -21,10 +22,15 @@ def test_take_is_arrow_take(rows: list, width: int | None, cut: int, data: st.Da
         rows = [[float(i * width + j) for j in range(width)] for i in range(len(rows))]
     levels = pa.array([[-1.0]] * cut + rows, LEVELS).slice(cut)     # offsets not from 0
     table = pa.table({"levels": levels, "n": pa.array(range(len(rows)), pa.int64()),
-                      "s": pa.array(["x"] * len(rows)).dictionary_encode()})
+                      "s": pa.array(["x"] * len(rows)).dictionary_encode(),
+                      "unused": pa.nulls(len(rows), pa.float64()),
+                      "no_text": pa.nulls(len(rows), pa.dictionary(pa.int32(), pa.string()))})
+    split = data.draw(st.integers(0, len(rows)))        # in two chunks, as read
+    table = pa.concat_tables([table.slice(0, split), table.slice(split)])
     idx = np.asarray(data.draw(st.lists(st.integers(0, max(len(rows) - 1, 0)),
                                         max_size=20 if rows else 0)), np.int64)
     got = gather.take(table, idx)
     want = table.take(pa.array(idx, pa.int64()))
     assert got.schema == want.schema
     assert got.to_pylist() == want.to_pylist()
+    assert all(c.num_chunks <= 1 for c in got.columns)

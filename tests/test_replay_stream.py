@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from replay import stream
+from replay.stream import GroupRef
 from schemas.tables import TABLES, TS
 
 SCHEMA = TABLES["trades"]
@@ -90,3 +91,27 @@ def test_an_older_file_reads_missing_columns_as_nulls(tmp_path: Path) -> None:
     got = pa.Table.from_batches(read(path, ["symbol", "price", "extras"], 0, 5))
     assert got.schema == pa.schema([SCHEMA.field(c) for c in ("symbol", "price", "extras")])
     assert got.column("price").null_count == 5 and got.column("symbol").to_pylist() == ["A"] * 5
+
+
+def test_columns_of_nulls_only_are_found_from_the_statistics(tmp_path: Path) -> None:
+    """A column is left unread only when every group's statistics count nothing but
+    nulls in it (or its file lacks it); one value anywhere, or no footer, reads it."""
+    path = tmp_path / "a.parquet"
+    t = trades(10, ["A", "B"])          # price has values; turnover, extras are all null
+    pq.write_table(t, path, row_group_size=7)
+    groups = stream.plan(str(path), None, None)
+    assert len(groups) == 3
+    assert stream.null_columns(groups, ["price", "turnover", "extras", "ts_recv"]) == [
+        "turnover", "extras"]
+    older = tmp_path / "old.parquet"
+    pq.write_table(t.drop_columns(["price"]), older)
+    assert stream.null_columns(stream.plan(str(older), None, None), ["price"]) == ["price"]
+    assert stream.null_columns([*groups, *stream.plan(str(older), None, None)], ["price"]) == []
+    no_stats = tmp_path / "no_stats.parquet"
+    pq.write_table(t, no_stats, write_statistics=False)
+    assert stream.null_columns(stream.plan(str(no_stats), None, None), ["turnover"]) == []
+    bare = [GroupRef(g.path, g.index, g.rows, g.span) for g in groups]     # no footer
+    assert stream.null_columns(bare, ["turnover"]) == []
+    lists = tmp_path / "lists.parquet"
+    pq.write_table(pa.table({"levels": pa.array([[], []], pa.list_(pa.float64()))}), lists)
+    assert stream.null_columns(stream.plan(str(lists), None, None), ["levels"]) == []

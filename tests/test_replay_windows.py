@@ -79,6 +79,47 @@ def test_a_big_day_is_handed_out_in_windows(tmp_path: Path) -> None:
     assert jsons(scan) == jsons(sorted(events, key=order_key))
 
 
+def test_columns_of_nulls_only_are_not_spilled(tmp_path: Path, monkeypatch) -> None:
+    """A sealed day whose trades carry no turnover (nulls only, by the statistics):
+    the spill never holds that column, and records and batches still have it, null."""
+    events = make_events()
+    write_sealed(tmp_path, events)
+    spilled: set[str] = set()
+    real = Spill.add
+
+    def spy(self: Spill, batch: pa.RecordBatch) -> None:
+        spilled.update(batch.schema.names)
+        real(self, batch)
+    monkeypatch.setattr(Spill, "add", spy)
+    scan = Scan(tmp_path, VENUE, window_rows=4, tables=["trades"])
+    want = sorted((e for e in events if e.TABLE == "trades"), key=order_key)
+    assert jsons(scan) == jsons(want)
+    assert "turnover" not in spilled and {"ts_recv", "price"} <= spilled
+    got = pa.Table.from_batches(list(scan.iter_batches()), schema=scan.schema())
+    assert got.column("turnover").null_count == len(want)
+    assert got.column("price").to_pylist() == [e.price for e in want]
+
+
+@settings(max_examples=60, deadline=None)
+@given(edges=st.lists(st.integers(0, 50), max_size=6, unique=True),
+       ts=st.lists(st.integers(0, 50), min_size=1, max_size=30), in_order=st.booleans())
+def test_spilled_rows_go_to_the_window_of_their_ts_recv(edges: list[int], ts: list[int],
+                                                        in_order: bool) -> None:
+    """Rows in time order (cut where windows start) and in any order (searched one
+    by one) are routed alike: window ``i`` holds ``bounds[i] <= ts_recv < bounds[i + 1]``."""
+    bounds = [-1, *sorted(edges), 100]
+    rows = sorted(ts) if in_order else ts
+    spill = Spill(bounds)
+    try:
+        spill.add(pa.record_batch({"ts_recv": pa.array(rows, pa.int64()),
+                                   "i": pa.array(range(len(rows)))}))
+        got = [w.column("i").to_pylist() for w in spill.windows()]
+    finally:
+        spill.close()
+    want = [[i for i, t in enumerate(rows) if a <= t < b] for a, b in pairwise(bounds)]
+    assert got == [w for w in want if w]
+
+
 def test_a_spill_keeps_one_file_whatever_the_windows() -> None:
     """Thousands of windows, rows in symbol order: one IPC file, each window gives
     its rows in the order added (across flushes), text read as dictionaries comes back as the same
