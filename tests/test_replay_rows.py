@@ -177,8 +177,11 @@ def test_a_consumer_that_keeps_the_records_gets_them_built_in_lists(
 def test_an_unpaced_feed_makes_records_as_taken_and_keeps_them_when_kept(
         bench_days: tuple[Path, list[Any]]) -> None:
     """``ReplayFeed`` at speed "max": the records ``replay_sync`` gives, in order; a
-    consumer that drops them sets off at most one collection (the lists of 4,096 it
-    built before set off one per list), and one that keeps them gets them all."""
+    consumer that drops them sets off at most two collections (the lists of 4,096 it
+    built before set off one per list, 10 here): one for the run's own set-up (a
+    loop, the reader thread), and one more that the young collections the process's
+    other threads set off can add (it was 2 once in a fresh clone's full run, under
+    load, and 0-1 alone), and one that keeps them gets them all."""
     root, want = bench_days
 
     async def run(keep: bool) -> tuple[int, Any, Any, list[Any]]:
@@ -193,7 +196,7 @@ def test_an_unpaced_feed_makes_records_as_taken_and_keeps_them_when_kept(
 
     with collections() as ran:
         n, first, last, _ = asyncio.run(run(keep=False))
-    assert len(ran) <= 1
+    assert len(ran) <= 2
     assert n == len(want) and first == want[0] and last == want[-1]
     assert asyncio.run(run(keep=True))[3] == want
 
