@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from benchmarks.replay_speed import MACHINE_BLOCK, _block_values, _texts
+from benchmarks.replay_speed import MACHINE_BLOCK, _block_values, _dictionary_batches, _records_of
 from benchmarks.replay_store import make_day
 from replay.rows import EACH, RECORD_COLUMNS
 
@@ -41,18 +40,14 @@ def _kind(t: pa.DataType) -> str:
 
 def _steps(files: list[Path], table: str) -> dict[str, Callable[[], int]]:
     cols = list(RECORD_COLUMNS[table])
-    batches = [b for f in files
-               for b in pq.ParquetFile(f, read_dictionary=_texts(f)).iter_batches(65_536,
-                                                                                  columns=cols)]
+    batches = [b for f in files for b in _dictionary_batches(f, cols)]
     prepared = [[_block_values(b.column(c)) for c in cols] for b in batches]
     kinds = [_kind(batches[0].schema.field(c).type) for c in cols]
     ready = [[v(0, b.num_rows) for v in vals] for b, vals in zip(batches, prepared)]
     each = EACH[table]
 
     def decode() -> int:
-        return sum(b.num_rows for f in files
-                   for b in pq.ParquetFile(f, read_dictionary=_texts(f)).iter_batches(
-                       65_536, columns=cols))
+        return sum(b.num_rows for f in files for b in _dictionary_batches(f, cols))
 
     def values_of(kind: str) -> Callable[[], int]:
         def run() -> int:
@@ -69,12 +64,7 @@ def _steps(files: list[Path], table: str) -> dict[str, Callable[[], int]]:
         return sum(sum(1 for _ in each("alltick", *lists)) for lists in ready)
 
     def values_records() -> int:
-        n = 0
-        for b, vals in zip(batches, prepared):
-            for lo in range(0, b.num_rows, MACHINE_BLOCK):
-                hi = min(lo + MACHINE_BLOCK, b.num_rows)
-                n += sum(1 for _ in each("alltick", *[v(lo, hi) for v in vals]))
-        return n
+        return sum(_records_of(each, vals, b.num_rows) for b, vals in zip(batches, prepared))
     steps = {"decode": decode}
     steps |= {k: values_of(k) for k in ("ints", "texts", "levels") if k in kinds}
     steps |= {"records": records, "values+records": values_records}

@@ -54,7 +54,7 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,22 @@ def _block_values(arr: pa.Array) -> Callable[[int, int], list[Any]]:
     return lambda lo, hi: v[lo:hi].tolist()
 
 
+def _dictionary_batches(f: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """``f``'s batches as the machine limit decodes them: text read as dictionaries."""
+    return pq.ParquetFile(f, read_dictionary=_texts(f)).iter_batches(65_536, columns=list(columns))
+
+
+def _records_of(each: Callable[..., Iterator[Any]], values: Sequence[Callable[[int, int], list[Any]]],
+                rows: int) -> int:
+    """Make the records of one decoded batch (``values``: ``_block_values`` of its
+    columns) ``MACHINE_BLOCK`` rows at a time, each dropped as it is taken; their count."""
+    n = 0
+    for lo in range(0, rows, MACHINE_BLOCK):
+        hi = min(lo + MACHINE_BLOCK, rows)
+        n += sum(1 for _ in each("alltick", *[v(lo, hi) for v in values]))
+    return n
+
+
 def _machine_limit(files: Sequence[Path], table: str, timed: str = "all") -> tuple[int, float]:
     """The module doc's machine limit: the rows of ``files`` (unordered) decoded and
     made into records, each dropped as it is taken. ``timed``: ``"all"`` (decode,
@@ -172,13 +188,10 @@ def _machine_limit(files: Sequence[Path], table: str, timed: str = "all") -> tup
     try:
         t_all = time.perf_counter()
         for f in files:
-            for batch in pq.ParquetFile(f, read_dictionary=_texts(f)).iter_batches(
-                    65_536, columns=list(cols)):
+            for batch in _dictionary_batches(f, cols):
                 t0 = time.perf_counter()
                 values = [_block_values(batch.column(c)) for c in cols]
-                for lo in range(0, batch.num_rows, MACHINE_BLOCK):
-                    hi = min(lo + MACHINE_BLOCK, batch.num_rows)
-                    n += sum(1 for _ in each("alltick", *[v(lo, hi) for v in values]))
+                n += _records_of(each, values, batch.num_rows)
                 spent += time.perf_counter() - t0
         if timed == "all":
             spent = time.perf_counter() - t_all
