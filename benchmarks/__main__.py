@@ -67,6 +67,11 @@ def main() -> None:
               + ("" if p["precise"] else
                  f" at {p['wake_us']:.0f} µs each (events included) vs {p['loop_us']:.0f} µs "
                  f"for an asyncio loop pass, {p['bare_us']:.0f} µs for a bare sleep loop"))
+        if not p["precise"]:
+            print(row(f"pacing {p['speed']:g}x default: CPU vs machine limit", 100 * p["cpu"],
+                      100 * p["limit_cpu"], "% CPU", "< 10 %", p["cpu"] < 0.10)
+                  + f"   a task woken on the same grid (p99 {p['limit_p99_ms']:.2f} ms); "
+                    f"no task, the loop's callback alone: {p['floor_cpu']:.1%}")
     q = query.run(10_000_000 if quick else 100_000_000)
     print(row(f"query VWAP scan, {q['rows'] / 1e6:.0f}M rows vs read_parquet", q["scan_per_s"],
               q["limit_per_s"], "rows/s", ">= 100,000,000/s", q["scan_per_s"] >= 1e8)

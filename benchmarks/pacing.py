@@ -16,6 +16,17 @@ loop waking every 1 ms to run a callback that does nothing but re-schedule
 itself (the least anything paced inside asyncio pays). ``wake_us`` is ours: all
 the process time of the run (its events included) over its blocking wake-ups.
 
+``limit_cpu`` is the machine's limit for the same schedule: the least a feed
+consumed with ``async for`` pays to release the same events on the same grid (one
+wake-up per window, so the same lateness). Its deadlines are computed before it
+starts, and one task loops over them: one monotonic reading and one lateness
+``append`` per event, and when the next is not due it sleeps on the same timerfd
+wake-up as the clock's (``TimerFd.wake``, which resumes the task inside the
+loop's reader callback: the cheapest resumption we know). It has no clock
+object, no per-event call and no window logic. ``floor_cpu`` is the same
+schedule with no task at all: the reader callback releases the events itself.
+What a task's resumption costs is the gap between the two.
+
 ``python -m benchmarks.pacing --compare REV`` runs the clock of git revision
 ``REV`` (its ``replay/clock.py`` and ``replay/timer.py``) and this one in
 interleaved rounds through the same events and prints the medians.
@@ -24,6 +35,8 @@ interleaved rounds through the same events and prints the medians.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import random
 import resource
 import statistics
@@ -31,9 +44,11 @@ import subprocess
 import sys
 import time
 import types
+from array import array
 from typing import Any
 
-from replay.clock import WallClock
+from replay.clock import WINDOW_S, WallClock
+from replay.timer import _TIMERFD, NS, TFD_TIMER_ABSTIME, TimerFd, _Itimerspec
 
 FLOOR_WAKES = 1000
 
@@ -76,6 +91,81 @@ async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock
             "wakeups": clock.wakeups, "blocks": blocks, "wake_us": cpu / max(blocks, 1) * 1e6}
 
 
+def _deadlines(speed: float, n: int, start: int) -> list[int]:
+    times = _times(n)
+    return [start + int((t - times[0]) / speed) for t in times]
+
+
+async def limit_pace(speed: float, n: int, window: float = WINDOW_S) -> dict[str, Any]:
+    """The machine's limit for the same schedule as a feed (module doc): a task woken
+    once per ``window`` releases every event then due. CPU share, p99 lateness."""
+    timer = TimerFd.open(asyncio.get_running_loop())
+    assert timer is not None, "the pacing limit needs a Linux timerfd"
+    period = int(window * NS)
+    mono = time.monotonic_ns
+    deadlines = _deadlines(speed, n, mono() + 2_000_000)
+    late = array("q")
+    blocks0 = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        for due in deadlines:
+            now = mono()
+            while now < due:
+                await timer.wake(due, due + period, period)
+                now = mono()
+            late.append(now - due)
+    finally:
+        timer.close()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - blocks0
+    return {"cpu": cpu / wall, "p99_ms": sorted(late)[round(0.99 * (n - 1))] / 1e6,
+            "blocks": blocks, "seconds": wall}
+
+
+async def loop_floor_pace(speed: float, n: int, window: float = WINDOW_S) -> float:
+    """CPU share of the same schedule with no task at all: the loop's reader callback,
+    on a timer expiring every ``window``, releases the due events itself."""
+    assert _TIMERFD is not None, "the pacing floor needs a Linux timerfd"
+    create, settime = _TIMERFD
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    period = int(window * NS)
+    mono = time.monotonic_ns
+    start = mono() + 2_000_000
+    deadlines = _deadlines(speed, n, start)
+    late = array("q")
+    fd = create()
+    taken = 0
+
+    def on_expiry() -> None:
+        nonlocal taken
+        os.read(fd, 8)
+        i = taken
+        while i < n:
+            now = mono()
+            due = deadlines[i]
+            if now < due:
+                break
+            late.append(now - due)
+            i += 1
+        taken = i
+        if i == n and not done.done():
+            done.set_result(None)
+
+    spec = _Itimerspec()
+    spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(start + period, NS)
+    spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(period, NS)
+    loop.add_reader(fd, on_expiry)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        settime(fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None)
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+
 def bare_sleep_us(wakes: int = FLOOR_WAKES, period: float = 0.001) -> float:
     """Process time per wake-up of a plain ``time.sleep(period)`` loop (µs)."""
     cpu0 = time.process_time()
@@ -106,7 +196,8 @@ async def loop_pass_us(wakes: int = FLOOR_WAKES, period: float = 0.001) -> float
 
 def run(n: int = 10_000, clock_type: Any = WallClock) -> list[dict[str, Any]]:
     """Default and precise mode at 1x and 10x; ``clock_type`` to compare another clock.
-    Each default-mode result also holds ``bare_us`` and ``loop_us`` (module doc)."""
+    Each default-mode result also holds ``bare_us``, ``loop_us``, ``limit_cpu``,
+    ``limit_p99_ms`` and ``floor_cpu`` (module doc)."""
     results = []
     for speed in (1.0, 10.0):
         for precise in (False, True):
@@ -114,6 +205,9 @@ def run(n: int = 10_000, clock_type: Any = WallClock) -> list[dict[str, Any]]:
             if not precise:
                 p["bare_us"] = bare_sleep_us()
                 p["loop_us"] = asyncio.run(loop_pass_us())
+                limit = asyncio.run(limit_pace(speed, n))
+                p["limit_cpu"], p["limit_p99_ms"] = limit["cpu"], limit["p99_ms"]
+                p["floor_cpu"] = asyncio.run(loop_floor_pace(speed, n))
             results.append(p)
     return results
 

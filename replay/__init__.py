@@ -52,7 +52,7 @@ def open(root: str | os.PathLike[str], venue: str, *,
     ``"max"``; ``clock`` "wall" or "virtual" (never sleeps, ``now()`` = the event's
     ``ts_recv``); ``kind`` "events" or "raw" (``RawRow``s); ``tables`` a subset of
     the event tables (default all five); ``precise`` spins the last millisecond of
-    each wait; ``pace_window`` (seconds, default 0.0012) is how late the default mode
+    each wait; ``pace_window`` (seconds, default 0.00135) is how late the default mode
     may release an event so that the events due within it share one wake-up
     (``replay.clock``: more saves CPU at high rates, less is less late). Bad
     arguments, a missing root or a directory that is not a store raise

@@ -253,6 +253,7 @@ class FakeTimer:
 def simulate(mp: pytest.MonkeyPatch, fake: FakeTime, timer: FakeTimer) -> None:
     """The clock module reads ``fake`` for monotonic time and sleeps on ``timer``."""
     mp.setattr(replay.clock, "time", SimpleNamespace(monotonic_ns=fake.monotonic_ns))
+    mp.setattr(replay.clock, "_monotonic_ns", fake.monotonic_ns)
     mp.setattr(TimerFd, "open", classmethod(lambda cls, loop: timer))
 
 
