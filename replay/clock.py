@@ -3,9 +3,9 @@
 Every clock has ``now() -> int`` (ns since the epoch, UTC, in *recorded* time),
 ``release(ts_ns) -> bool`` (True: the event recorded at ``ts_ns`` is due and is
 released now; False: not yet, ``await sleep()`` and ask again) and ``async
-wait_until(ts_ns)`` (both, until it is due). ``ReplayFeed`` calls ``release``
-for every event and sleeps only when it says no, so an event already due costs
-one plain call, no coroutine. ``paced`` says whether a clock can ever say no;
+wait_until(ts_ns)`` (both, until it is due). ``ReplayFeed`` and the replay
+server call ``release`` for every event and sleep only when it says no, so an
+event already due costs one plain call, no coroutine. ``paced`` says whether a clock can ever say no;
 the feed skips it for unpaced clocks and calls ``advance(ts_ns)`` instead.
 
 - ``WallClock(speed)``: the first event anchors (``ts0`` ↔ ``time.monotonic``

@@ -215,7 +215,8 @@ class ReplayServer:
                     if rt is None or (symbols is not None and rt[0] not in symbols):
                         continue
                     if clock is not None:
-                        await clock.wait_until(row.ts_recv)
+                        while not clock.release(row.ts_recv):     # one call when due
+                            await clock.sleep()
                     observe(session, rt[0], rt[1], row.payload)
                     if session.wants(rt[0], rt[1]):      # decided when due, not when read
                         await conn.put(wire_frame(row, transport))
