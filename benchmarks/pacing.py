@@ -2,8 +2,8 @@
 
 Feeds 10,000 events at 1x and 100,000 at 10x (3 s of each), spaced like a busy
 feed (0.1 to 0.5 ms apart), through the replay clock exactly as ``ReplayFeed``
-does (``release``, and ``sleep`` when not yet due), in the default mode and in the precise mode (spins the last stretch of
-each wait). Lateness is measured by the clock itself against the monotonic
+does (``release``, and ``sleep`` when not yet due), in the default mode and in
+the precise mode (spins the last stretch of each wait). Lateness is measured by the clock itself against the monotonic
 clock; CPU is process time over wall time; ``wakeups`` counts the sleeps the
 clock took and ``blocks`` the times the process really blocked (voluntary context
 switches, ``getrusage``): what the default mode's CPU is mostly made of, see
