@@ -12,7 +12,8 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -21,6 +22,8 @@ from schemas.venues import NAMES
 from storage.layout import default_root
 
 VENUE = click.Choice(NAMES)
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 class Group(click.Group):
@@ -56,14 +59,14 @@ class Group(click.Group):
             sys.exit(1)
 
 
-def root_option(exists: bool = False) -> Any:
+def root_option(exists: bool = False) -> Callable[[_Command], _Command]:
     # a plain string: click.Path would turn s3://b/p into s3:/b/p
     return click.option("--root", default=None,
                         help="Store root: a directory or s3://bucket/prefix "
                              "(default: $TICKREC_ROOT, else ./data).")
 
 
-def journal_option() -> Any:
+def journal_option() -> Callable[[_Command], _Command]:
     return click.option("--journal", default=None,
                         help="Local journal directory for an s3:// root (default: "
                              "$TICKREC_JOURNAL, else ~/.cache/tickrec/journal/<bucket>/<prefix>).")
