@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from schemas.errors import StoreError
 from schemas.events import RawRecord, Status
 from schemas.venues import make_decoder
-from schemas.venues.base import FastRun
+from schemas.venues.base import Decoder, FastRun
 from storage.atomic import read_json, write_json
 from storage.fs import StoreRoot, as_store
 from storage.journal import JournalWriter, read_header, read_journal
@@ -110,7 +110,7 @@ class Normalizer:
     writer: StoreWriter | None
     carry: dict[str, Any] = field(default_factory=dict)
     session: _Session | None = None
-    decoder: Any = None
+    decoder: Decoder | None = None
     rows: int = 0
     rows_by_table: dict[str, int] = field(default_factory=dict)
     gaps: int = 0

@@ -198,8 +198,13 @@ def _feed(name: str, raw: Any) -> FeedConfig:
         if reconnect_min < floor and urlsplit(url).hostname not in _LOOPBACK:
             raise ConfigError(f"{where}.reconnect_min: {reconnect_min} is below {venue}'s floor "
                               f"of {floor}s (allowed only for loopback test servers)")
-    num = lambda k, d: float(_type(raw.get(k, d), (int, float), f"{where}.{k}"))  # noqa: E731
-    opt = lambda k: None if raw.get(k) is None else num(k, 0)  # noqa: E731
+
+    def num(key: str, default: float) -> float:
+        return float(_type(raw.get(key, default), (int, float), f"{where}.{key}"))
+
+    def opt(key: str) -> float | None:
+        return None if raw.get(key) is None else num(key, 0)
+
     feed = FeedConfig(
         name=name, venue=venue, url=url, symbols=tuple(symbols),
         credentials=tuple(sorted(creds.items())),

@@ -89,7 +89,10 @@ def prometheus(snapshot: dict[str, Any]) -> str:
 
     feeds = snapshot.get("feeds", {})
     lab = {n: {"feed": n, "venue": f["venue"]} for n, f in feeds.items()}
-    each = lambda key: [(lab[n], f.get(key)) for n, f in feeds.items()]  # noqa: E731
+
+    def each(key: str) -> list[tuple[dict[str, str], Any]]:
+        return [(lab[n], f.get(key)) for n, f in feeds.items()]
+
     metric("feed_up", "gauge", "1 while the feed is connected.",
            [(lab[n], int(f["state"] == "connected")) for n, f in feeds.items()])
     metric("feed_state", "gauge", "1 for the feed's current state.",

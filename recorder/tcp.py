@@ -19,18 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Protocol
 from urllib.parse import urlsplit
 
 from schemas.errors import ConfigError, ProtocolError
+from schemas.venues.base import Framer
 
 READ_CHUNK = 64 * 1024
 JUNK_LIMIT = 1 << 20
-
-
-class Framer(Protocol):
-    def feed(self, data: bytes) -> list[bytes]: ...
-    def rest(self) -> bytes: ...
 
 
 class TcpConnection:

@@ -24,11 +24,16 @@ from replay.order import Merged, merge
 
 
 def _ts(table: pa.Table) -> np.ndarray:
-    return table.column("ts_recv").cast(pa.int64()).to_numpy()
+    ts: np.ndarray = table.column("ts_recv").cast(pa.int64()).to_numpy()
+    return ts
 
 
 def _last_ts(table: pa.Table) -> int:
     return int(table.column("ts_recv")[-1].cast(pa.int64()).as_py())
+
+
+def _empty(table: pa.Table | None) -> bool:
+    return table is None or not table.num_rows
 
 
 def interleave(streams: Sequence[tuple[str, Iterator[pa.Table]]],
@@ -46,14 +51,14 @@ def interleave(streams: Sequence[tuple[str, Iterator[pa.Table]]],
             sources[i] = None
         elif nxt.num_rows:
             t = held[i]
-            held[i] = nxt if t is None or not t.num_rows else pa.concat_tables([t, nxt])
+            held[i] = nxt if _empty(t) else pa.concat_tables([t, nxt])
 
     while True:
         for i in range(len(streams)):
-            while sources[i] is not None and (held[i] is None or not held[i].num_rows):
+            while sources[i] is not None and _empty(held[i]):
                 pull(i)
         open_ = [i for i, s in enumerate(sources) if s is not None]
-        horizon = min(_last_ts(held[i]) for i in open_) if open_ else None  # type: ignore[arg-type]
+        horizon = min(_last_ts(held[i]) for i in open_) if open_ else None
         parts: list[tuple[str, pa.Table]] = []
         for i, t in enumerate(held):
             if t is None or not t.num_rows:
@@ -68,5 +73,5 @@ def interleave(streams: Sequence[tuple[str, Iterator[pa.Table]]],
             return
         else:       # every held row is at or past the horizon: read on where it is held
             for i in open_:
-                if _last_ts(held[i]) == horizon:      # type: ignore[arg-type]
+                if _last_ts(held[i]) == horizon:
                     pull(i)

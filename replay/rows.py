@@ -293,7 +293,7 @@ def _lists(arr: pa.Array, lazy: bool) -> Values:
 
 
 def _is_number(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t)
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t))
 
 
 def picker(arr: pa.Array, lazy: bool = False) -> Values:

@@ -165,7 +165,7 @@ class Scan:
                  tables: str | Sequence[str] | None = None, kind: str = "events",
                  chunk_rows: int = CHUNK_ROWS, window_rows: int = WINDOW_ROWS) -> None:
         self.store: StoreRoot | None = None
-        self._listing = {}
+        self._listing: dict[str, dict[str, list[str]]] = {}     # table -> date -> files
         self._manifests: Manifests | None = None
         if isinstance(root, StoreRoot) or is_s3(root):
             self.store = as_store(root)
@@ -227,7 +227,7 @@ class Scan:
         first = date_of(self.start) if self.start is not None else None
         last = date_of(self.end - 1) if self.end is not None else None
         found: set[str] = set()
-        self._listing: dict[str, dict[str, list[str]]] = {}     # fresh per pass
+        self._listing = {}     # fresh per pass
         if self.store is not None:
             self._manifests = Manifests(self.store)
             for table in self.tables:

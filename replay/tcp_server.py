@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,7 +75,7 @@ class TcpWireServer(FanOut):
     def __init__(self, make_session: Callable[[], ServerSession], framer: Callable[[], Framer], *,
                  host: str = "127.0.0.1", port: int = 0, queue_frames: int = 50_000,
                  on_sent: Callable[[TcpConn, Meta], None] | None = None,
-                 on_client: Callable[[TcpConn], Awaitable[None]] | None = None) -> None:
+                 on_client: Callable[[TcpConn], Coroutine[Any, Any, None]] | None = None) -> None:
         self.make_session = make_session
         self.framer = framer
         self.host, self.port = host, port

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,7 @@ class WireServer(FanOut):
     def __init__(self, make_session: Callable[[], ServerSession], *, host: str = "127.0.0.1",
                  port: int = 0, path: str = "/", queue_frames: int = 50_000,
                  on_sent: Callable[[Conn, Meta], None] | None = None,
-                 on_client: Callable[[Conn], Awaitable[None]] | None = None) -> None:
+                 on_client: Callable[[Conn], Coroutine[Any, Any, None]] | None = None) -> None:
         self.make_session = make_session
         self.host, self.port, self.path = host, port, path
         self.queue_frames = queue_frames

@@ -211,7 +211,10 @@ def format_table(table: pa.Table, fmt: str = "table", max_width: int = 60) -> st
         return buf.getvalue().rstrip("\n")
     cells = [[_cell(r[k])[:max_width] for k in names] for r in rows]
     widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+
+    def line(vals: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
+
     out = [line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(out)

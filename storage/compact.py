@@ -316,7 +316,7 @@ def _collect(store: StoreRoot, listing: Listing) -> list[str]:
 
 
 # -- sealing -------------------------------------------------------------------------------
-def seal_day(root: Path | str, date: str, venues: list[str] | None = None, *,
+def seal_day(root: Root, date: str, venues: list[str] | None = None, *,
              options: SealOptions | None = None, log: Log = _no_log) -> SealReport:
     """Seal ``date`` (all venues, or only ``venues``); see the module docstring.
 
@@ -414,6 +414,11 @@ def _seal(store: StoreRoot, date: str, venues: set[str] | None, opts: SealOption
         stage.close()
 
 
+def _sealed_names(base: Path, seal_id: str) -> Callable[[int], Path]:
+    """File ``k`` of one partition's seal ``seal_id``: ``base/sealed-<seal_id>-<kkk>.parquet``."""
+    return lambda k: base / f"sealed-{seal_id}-{k:03d}.parquet"
+
+
 def _seal_staged(store: StoreRoot, date: str, state: DayState, todo: list[tuple[str, str]],
                  seal_id: str, stage: _Stage, opts: SealOptions, report: SealReport, con: Any,
                  log: Log, lock: SealLock) -> None:
@@ -426,8 +431,7 @@ def _seal_staged(store: StoreRoot, date: str, state: DayState, todo: list[tuple[
             files = stage.inputs(state.partitions[(table, venue)])
             before = sealio.digest(con, files, table)
             base = stage.out_dir(table, venue, date)
-            out = sealio.rewrite(con, files, table,
-                                 lambda k, b=base: b / f"sealed-{seal_id}-{k:03d}.parquet",
+            out = sealio.rewrite(con, files, table, _sealed_names(base, seal_id),
                                  row_group_rows=opts.row_group_rows, file_rows=opts.file_rows)
             written[(table, venue)] = out
             after = sealio.digest(con, [w.path for w in out], table)

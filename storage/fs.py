@@ -75,7 +75,7 @@ def s3_filesystem() -> pafs.S3FileSystem:
         kw["secret_key"] = env["AWS_SECRET_ACCESS_KEY"]
         if env.get("AWS_SESSION_TOKEN"):
             kw["session_token"] = env["AWS_SESSION_TOKEN"]
-    return pafs.S3FileSystem(**kw)  # type: ignore[arg-type]
+    return pafs.S3FileSystem(**kw)
 
 
 @dataclass(frozen=True)
@@ -144,14 +144,14 @@ class StoreRoot:
         return live_files(self, table, venue, manifests)
 
     def exists(self, rel: str) -> bool:
-        return self.fs.get_file_info(self.join(rel)).type != pafs.FileType.NotFound
+        return bool(self.fs.get_file_info(self.join(rel)).type != pafs.FileType.NotFound)
 
     def is_store(self) -> bool:
         """Whether the root exists (S3: the bucket is reachable; a prefix needs no object)."""
         if not self.s3:
             return Path(self.base).is_dir()
         bucket = self.base.split("/", 1)[0]
-        return self.fs.get_file_info(bucket).type == pafs.FileType.Directory
+        return bool(self.fs.get_file_info(bucket).type == pafs.FileType.Directory)
 
     def read_json(self, rel: str) -> Any:
         """The JSON object stored at ``rel``; None when there is none."""

@@ -186,7 +186,7 @@ class Batch:
 def to_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
     """Row tuples in schema column order → an Arrow table of that schema."""
     schema = TABLES[table]
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in schema]
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, schema)]
     return pa.Table.from_arrays(arrays, schema=schema)
 

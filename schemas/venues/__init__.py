@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:       # base imports pyarrow; the registry stays light
+    from schemas.venues.base import Client, Decoder, ServerSession
 
 NAMES = ("alltick", "finazon", "noren", "hedgetech", "futu")
 
@@ -18,9 +21,9 @@ NAMES = ("alltick", "finazon", "noren", "hedgetech", "futu")
 @dataclass(frozen=True)
 class VenueSpec:
     name: str
-    decoder: type[Any]
-    client: type[Any]
-    server: type[Any]
+    decoder: type[Decoder]
+    client: type[Client]
+    server: type[ServerSession]
     route: Callable[[bytes | str], tuple[str, str] | None]
     credentials: dict[str, str]          # credential key -> environment variable
 
@@ -36,5 +39,5 @@ def get(name: str) -> VenueSpec:
     return spec
 
 
-def make_decoder(name: str, session: str = "") -> Any:
+def make_decoder(name: str, session: str = "") -> Decoder:
     return get(name).decoder(session)

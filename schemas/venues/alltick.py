@@ -192,7 +192,7 @@ class AllTickDecoder(Decoder):
             both = code in self.depth_subs and code in self.trade_subs
             ctx.gaps(self.tracker.observe(code, code, seq, rec.ts_recv, contiguous=both))
             ctx.add(cls, symbol=code, ts_event=ts_event, seq=seq, **event)
-        elif cmd in REPLY_OF.values():
+        elif cmd is not None and cmd in REPLY_OF.values():
             ret = integer(obj.get("ret"), "ret")
             if ret is not None and ret != 200:
                 what = ERRORS.get(ret, "error")
@@ -247,9 +247,10 @@ class AllTickClient(Client):
     def heartbeat(self) -> Outgoing:
         return self._request(HEARTBEAT, {})
 
-    def permanent(self, close_code: int | None, events: Any = ()) -> str | None:
+    def permanent(self, close_code: int | None,
+                  events: Sequence[Event | Status] = ()) -> str | None:
         for ev in events:
-            if getattr(ev, "TABLE", "") == "status" and ev.kind == "fatal":
+            if isinstance(ev, Status) and ev.kind == "fatal":
                 return ev.detail
         return super().permanent(close_code)
 

@@ -28,7 +28,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -290,10 +290,17 @@ class Decoder(ABC):
         """Most venues learn their subscriptions from what the client sent."""
 
 
+class Framer(Protocol):
+    """Splits a framed TCP byte stream into packets (``transport = "tcp"`` venues)."""
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+    def rest(self) -> bytes: ...
+
+
 class Client(ABC):
     venue: ClassVar[str]
     transport: ClassVar[str] = "ws"
-    heartbeat_interval: ClassVar[float] = 10.0
+    heartbeat_interval: float = 10.0           # an instance may retune it (futu: OpenD says)
     idle_timeout: ClassVar[float] = 30.0        # no frame for this long: reconnect
     reconnect_min: ClassVar[float] = 3.0        # vendor floor between connection attempts
     request_interval: ClassVar[float] = 0.0     # vendor floor between client requests
@@ -316,6 +323,10 @@ class Client(ABC):
 
     def heartbeat(self) -> Outgoing | None:
         return None
+
+    def framer(self) -> Framer:
+        """A fresh packet splitter for one connection; only ``tcp`` venues have one."""
+        raise NotImplementedError(f"{self.venue} speaks {self.transport}, not framed TCP")
 
     def decoder_options(self) -> dict[str, Any]:
         """Settings the decoder needs (JSON values). The recorder writes them into each

@@ -49,7 +49,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from schemas.errors import ConfigError, ProtocolError
-from schemas.events import RawRecord, Status, Trade
+from schemas.events import Event, RawRecord, Status, Trade
 from schemas.gaps import GapSpec, SequenceTracker
 from schemas.venues import futu_frame as ff
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing
@@ -516,7 +516,8 @@ class FutuClient(Client):
         req.c2s.time = int(self.clock())
         return self._send(KEEP_ALIVE, req)
 
-    def permanent(self, close_code: int | None, events: Sequence[Any] = ()) -> str | None:
+    def permanent(self, close_code: int | None,
+                  events: Sequence[Event | Status] = ()) -> str | None:
         for ev in events:
             if isinstance(ev, Status) and ev.kind == "fatal":
                 return ev.detail

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -313,7 +313,8 @@ class NorenClient(Client):
     def heartbeat(self) -> Outgoing:
         return Outgoing.text({"k": "", "t": "h"})
 
-    def permanent(self, close_code: int | None, events: Any = ()) -> str | None:
+    def permanent(self, close_code: int | None,
+                  events: Sequence[Event | Status] = ()) -> str | None:
         for ev in events:
             if isinstance(ev, Status) and ev.kind == "fatal":
                 detail = ev.detail
