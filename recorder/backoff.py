@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def backoff(floor: float, ceiling: float = 60.0, factor: float = 2.0,

@@ -17,9 +17,10 @@ import errno
 import fcntl
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from schemas.errors import StoreError
 from schemas.events import RawRecord, Status

@@ -11,7 +11,6 @@ read only when the feed connects.
 from __future__ import annotations
 
 import os
-
 import re
 import tomllib
 from dataclasses import dataclass, field

@@ -312,7 +312,7 @@ class Daemon:
             await asyncio.to_thread(self._recover_all)
             if self.cfg.metrics_port is not None:
                 await self._start_metrics(self.cfg.metrics_port)
-            for name, fc in self.cfg.feeds.items():
+            for fc in self.cfg.feeds.values():
                 self._start_feed(fc)
             status = asyncio.create_task(self._status_loop())
             eod = asyncio.create_task(self._eod_loop())

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -87,7 +87,7 @@ class Recorder:
         if self.client.transport == "ws" and urlsplit(url).scheme not in ("ws", "wss"):
             raise ConfigError(f"{self.spec.name} needs a ws:// or wss:// url, not {shown}")
         try:
-            urlsplit(url).port
+            _ = urlsplit(url).port          # a bad port raises ValueError here
             dial = self.client.dial(url)
             if self.client.transport == "ws":
                 parse_uri(dial.url)
@@ -389,12 +389,12 @@ class LiveFeed:
             if not isinstance(ev, Status):
                 await self._queue.put(ev)
 
-    async def __aenter__(self) -> LiveFeed:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self.recorder.run())
         self._task.add_done_callback(lambda _: asyncio.ensure_future(self._queue.put(None)))
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.recorder.stop()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 
 @dataclass(slots=True)
@@ -142,7 +142,7 @@ class Status:
     TABLE: ClassVar[str] = "status"
 
 
-Event = Union[Trade, Book, Ticker, Bar, Gap]
+Event = Trade | Book | Ticker | Bar | Gap
 EVENT_CLASSES: dict[str, type[_Base]] = {
     c.TABLE: c for c in (Trade, Book, Ticker, Bar, Gap)
 }

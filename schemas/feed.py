@@ -27,7 +27,7 @@ class Feed(Protocol):
     async def __aenter__(self) -> Any:
         """Start the feed (connect / open the store); returns the feed."""
 
-    async def __aexit__(self, *exc: Any) -> Any:
+    async def __aexit__(self, *exc: object) -> Any:
         """Stop the feed and release everything it holds."""
 
     def __aiter__(self) -> AsyncIterator[Any]:

@@ -68,7 +68,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,15 @@ from storage.atomic import fsync_dir, read_json, temp_path
 from storage.fs import StoreRoot, as_store
 from storage.journal_trim import RunSummary, done_runs, remove_run, sweep_trash
 from storage.layout import new_session_id, parse_date
-from storage.liveset import (Manifests, base_name, classify, entry_of, manifest_rel, merged,
-                             partition_of)
+from storage.liveset import (
+    Manifests,
+    base_name,
+    classify,
+    entry_of,
+    manifest_rel,
+    merged,
+    partition_of,
+)
 from storage.seallock import SealLock
 
 MANIFEST_FORMAT = 1
@@ -547,7 +554,7 @@ def _manifest(date: str, seal_id: str, state: DayState,
                        "by_kind": {str(r[0]): int(r[1]) for r in rows},
                        "missing": sum(int(r[2]) for r in rows)}
     return {"format": MANIFEST_FORMAT, "date": date, "seal": seal_id,
-            "sealed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "sealed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "row_group_rows": opts.row_group_rows,
             "tables": {t: v for t, v in tables.items() if v}, "gaps": gaps}
 
@@ -555,7 +562,7 @@ def _manifest(date: str, seal_id: str, state: DayState,
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="microseconds")
 
 
 def _commit(root: Path, date: str, manifest: dict[str, Any], state: DayState,

@@ -17,7 +17,7 @@ import re
 import secrets
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,7 +37,7 @@ def host_name() -> str:
 
 
 def new_session_id(now_ns: int | None = None) -> str:
-    now = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, tz=timezone.utc)
+    now = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, tz=UTC)
     return f"{now:%Y%m%dT%H%M%S}-{host_name()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
@@ -50,7 +50,7 @@ def safe_name(name: str) -> str:
 
 @lru_cache(maxsize=64)
 def _date_of_day(day: int) -> str:
-    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
 def date_of(ts_ns: int) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Any
+from typing import Any, Self
 
 from schemas.errors import StoreError
 from storage.fs import StoreRoot
@@ -47,7 +47,7 @@ class SealLock:
         self._fh: Any = None
         self.lease: dict[str, Any] = {}
 
-    def __enter__(self) -> SealLock:
+    def __enter__(self) -> Self:
         if not self.store.s3:
             path = self.store.local_path("manifests")
             path.mkdir(parents=True, exist_ok=True)

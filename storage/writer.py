@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,8 +55,15 @@ from schemas.errors import StoreError
 from schemas.events import EVENT_COLUMNS, RawRecord
 from schemas.tables import TABLES
 from schemas.venues.columnar import binary_array, constant
-from storage.atomic import (PARQUET_OPTIONS, encoding_options, fsync_dir, read_json, temp_path,
-                            write_json, write_temp)
+from storage.atomic import (
+    PARQUET_OPTIONS,
+    encoding_options,
+    fsync_dir,
+    read_json,
+    temp_path,
+    write_json,
+    write_temp,
+)
 from storage.fs import StoreRoot, as_store
 from storage.layout import DAY_NS, date_of, partition_dir
 from storage.spool import Spool
@@ -361,8 +369,8 @@ class StoreWriter:
         first = self._next_file
         names: list[tuple[str, str, str]] = []
         for table, date in sorted(batch.rows):
-            names.append((table, date, f"{table}/venue={self.venue}/date={date}/"
-                                       f"{self.run}-{self._next_file:06d}.parquet"))
+            names.append((table, date, (f"{table}/venue={self.venue}/date={date}/"
+                                        f"{self.run}-{self._next_file:06d}.parquet")))
             self._next_file += 1
         self._checkpoint(batch.records, [[None, n] for _, _, n in names], first)  # type: ignore[list-item]
         for t, d, n in names:
@@ -417,4 +425,4 @@ def recover_publish(root: Path | str | StoreRoot, venue: str, run: str, state_di
     return int(state.get("records", 0))
 
 
-__all__ = ["Batch", "Rows", "Spool", "StoreWriter", "recover_publish", "to_arrow", "temp_path"]
+__all__ = ["Batch", "Rows", "Spool", "StoreWriter", "recover_publish", "temp_path", "to_arrow"]

@@ -11,8 +11,8 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -51,7 +51,7 @@ class Group(click.Group):
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
+        except Exception as exc:  # a bug still gets one line, not a traceback
             logging.getLogger("tickrec").debug("internal error", exc_info=True)
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
             click.echo(f"tickrec: internal error: {type(exc).__name__}: {first} "
@@ -405,12 +405,12 @@ def compact(root: str | None, date: str | None, venues: tuple[str, ...],
     an s3:// root the day is rewritten in the local journal directory and switched
     by writing its manifest (docs/object-store.md).
     """
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from storage.compact import seal_day, unsealed_days
     from storage.layout import parse_date
     r = resolve_root(root, must_exist=True, journal=journal)
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     days = [parse_date(date)] if date else unsealed_days(r, today)
     if not days:
         click.echo(f"nothing to seal before {today}")

@@ -21,6 +21,7 @@ import fcntl
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def _check_schema(rel: str, read: Callable[[], pa.Schema], table: str, report: R
 def check_files(root: Path, report: Report) -> None:
     for table in TABLES:
         for path in sorted(root.glob(f"{table}/venue=*/date=*/*.parquet")):
-            _check_schema(str(path.relative_to(root)), lambda: pq.read_schema(path), table,
+            _check_schema(str(path.relative_to(root)), partial(pq.read_schema, path), table,
                           report)
         for tmp in root.glob(f"{table}/venue=*/date=*/.*.tmp"):
             report.notes.append(f"{tmp.relative_to(root)}: publish in progress or interrupted")
@@ -229,7 +230,8 @@ def check_objects(store: StoreRoot, report: Report) -> frozenset[str]:
                                 "yet (the next seal deletes them)")
         for path in live:
             if not _check_schema(path[len(store.base) + 1:],
-                                 lambda: pq.read_schema(path, filesystem=store.fs), table, report):
+                                 partial(pq.read_schema, path, filesystem=store.fs), table,
+                                 report):
                 bad.add(path)
     return frozenset(bad)
 

@@ -7,8 +7,9 @@ Modules are imported on first use, so a venue whose SDK extra is missing
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from schemas.errors import ConfigError
 

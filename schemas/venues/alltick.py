@@ -10,14 +10,25 @@ symbol are subscribed on the connection; a repeat or a decrease always counts.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from schemas.errors import ProtocolError
 from schemas.events import Book, Event, RawRecord, Status, Trade
 from schemas.venues import alltick_fast as fast
-from schemas.venues.base import (Client, Decoder, Dial, FastRun, FrameContext, Outgoing, Reply,
-                                 ServerSession, check_storable, reject)
+from schemas.venues.base import (
+    Client,
+    Decoder,
+    Dial,
+    FastRun,
+    FrameContext,
+    Outgoing,
+    Reply,
+    ServerSession,
+    check_storable,
+    reject,
+)
 from schemas.venues.urls import redact_url, with_query
 from schemas.venues.values import epoch_ns, integer, json_object, num
 
@@ -357,7 +368,7 @@ class AllTickServer(ServerSession):
         return None
 
 
-from schemas.venues import VenueSpec  # noqa: E402  (registry imports this module lazily)
+from schemas.venues import VenueSpec  # last: the registry imports this module lazily
 
 SPEC = VenueSpec(VENUE, AllTickDecoder, AllTickClient, AllTickServer, route,
                  {"token": "TICKREC_ALLTICK_TOKEN"})

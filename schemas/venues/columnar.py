@@ -14,8 +14,8 @@ Anything else is left to the codec's reference decoder.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import accumulate
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa

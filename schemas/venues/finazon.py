@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from schemas.errors import ConfigError, ProtocolError
@@ -389,7 +390,7 @@ class FinazonServer(ServerSession):
         return {(d, f) for (d, _), f in self.subs.items()}
 
 
-from schemas.venues import VenueSpec  # noqa: E402  (registry imports this module lazily)
+from schemas.venues import VenueSpec  # last: the registry imports this module lazily
 
 SPEC = VenueSpec(VENUE, FinazonDecoder, FinazonClient, FinazonServer, route,
                  {"token": "TICKREC_FINAZON_TOKEN"})

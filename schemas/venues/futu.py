@@ -39,9 +39,10 @@ import math
 import re
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -53,9 +54,17 @@ from schemas.events import Event, RawRecord, Status, Trade
 from schemas.gaps import GapSpec, SequenceTracker
 from schemas.venues import futu_frame as ff
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing
-from schemas.venues.futu_pb import (Common_pb2, GetGlobalState_pb2, InitConnect_pb2, KeepAlive_pb2,
-                                    Notify_pb2, Qot_Common_pb2, Qot_RegQotPush_pb2, Qot_Sub_pb2,
-                                    Qot_UpdateTicker_pb2)
+from schemas.venues.futu_pb import (
+    Common_pb2,
+    GetGlobalState_pb2,
+    InitConnect_pb2,
+    KeepAlive_pb2,
+    Notify_pb2,
+    Qot_Common_pb2,
+    Qot_RegQotPush_pb2,
+    Qot_Sub_pb2,
+    Qot_UpdateTicker_pb2,
+)
 
 VENUE = "futu"
 INIT_CONNECT, GET_GLOBAL_STATE, NOTIFY, KEEP_ALIVE = 1001, 1002, 1003, 1004
@@ -132,7 +141,7 @@ def local_time_ns(text: str, zone: str) -> int | None:
 def epoch_seconds_ns(value: float, name: str) -> int:
     if not math.isfinite(value) or value < 0 or value > 4e9:
         raise ProtocolError(f"{name} out of range: {value!r}")
-    return int(round(value * 1e6)) * 1000          # doubles hold microseconds exactly enough
+    return round(value * 1e6) * 1000          # doubles hold microseconds exactly enough
 
 
 def _finite(value: float) -> float | None:
@@ -282,8 +291,8 @@ def _error_status(proto_id: int, msg: Any) -> tuple[str, str]:
     fatal = proto_id in (INIT_CONNECT, QOT_SUB, QOT_REG_PUSH) and msg.retType not in RETRYABLE
     err = f" errCode {msg.errCode}" if msg.HasField("errCode") else ""
     return ("fatal" if fatal else "error",
-            f"OpenD {NAMES.get(proto_id, proto_id)} ({proto_id}): retType {msg.retType}{err}: "
-            f"{msg.retMsg[:160]}")
+            (f"OpenD {NAMES.get(proto_id, proto_id)} ({proto_id}): retType {msg.retType}{err}: "
+             f"{msg.retMsg[:160]}"))
 
 
 class FutuDecoder(Decoder):

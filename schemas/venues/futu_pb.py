@@ -26,7 +26,7 @@ from types import ModuleType
 _spec = importlib.util.find_spec("futu")
 if _spec is None or not _spec.submodule_search_locations:
     raise ModuleNotFoundError("futu-api is not installed (pip install 'tickrec[futu]')")
-PB_DIR = Path(list(_spec.submodule_search_locations)[0]) / "common" / "pb"
+PB_DIR = Path(next(iter(_spec.submodule_search_locations))) / "common" / "pb"
 if not (PB_DIR / "Qot_UpdateTicker_pb2.py").is_file():
     raise ModuleNotFoundError(f"futu-api has no protobuf modules in {PB_DIR}")
 if str(PB_DIR) not in sys.path:

@@ -15,18 +15,39 @@ subscribe comes from a ``TickCache`` the simulator shares between sessions.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from schemas.errors import ProtocolError
 from schemas.venues import futu_frame as ff
 from schemas.venues.base import Reply, ServerSession
-from schemas.venues.futu import (GET_GLOBAL_STATE, INIT_CONNECT, KEEP_ALIVE, MARKET_CODES, NAMES,
-                                 PUSH_CACHE,
-                                 QOT_REG_PUSH, QOT_SUB, QOT_UPDATE_TICKER, REQUESTS, RET_FAILED,
-                                 SUBTYPE_TICKER, join_symbol, packet, parse_body)
-from schemas.venues.futu_pb import (Common_pb2, GetGlobalState_pb2, InitConnect_pb2, KeepAlive_pb2,
-                                    Qot_RegQotPush_pb2, Qot_Sub_pb2, Qot_UpdateTicker_pb2)
+from schemas.venues.futu import (
+    GET_GLOBAL_STATE,
+    INIT_CONNECT,
+    KEEP_ALIVE,
+    MARKET_CODES,
+    NAMES,
+    PUSH_CACHE,
+    QOT_REG_PUSH,
+    QOT_SUB,
+    QOT_UPDATE_TICKER,
+    REQUESTS,
+    RET_FAILED,
+    SUBTYPE_TICKER,
+    join_symbol,
+    packet,
+    parse_body,
+)
+from schemas.venues.futu_pb import (
+    Common_pb2,
+    GetGlobalState_pb2,
+    InitConnect_pb2,
+    KeepAlive_pb2,
+    Qot_RegQotPush_pb2,
+    Qot_Sub_pb2,
+    Qot_UpdateTicker_pb2,
+)
 
 RET_INVALID = -500
 SERVER_VER = 1011

@@ -30,8 +30,9 @@ staleness per (symbol, channel), where the quiet of a closed market (a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from schemas.errors import ConfigError, ProtocolError
@@ -463,7 +464,7 @@ class HedgeTechServer(ServerSession):
         return self.sub is not None and stream in self.streams and symbol in self.sub.symbols
 
 
-from schemas.venues import VenueSpec  # noqa: E402  (registry imports this module lazily)
+from schemas.venues import VenueSpec  # last: the registry imports this module lazily
 
 SPEC = VenueSpec(VENUE, HedgeTechDecoder, HedgeTechClient, HedgeTechServer, route,
                  {"token": "TICKREC_HEDGETECH_TOKEN"})

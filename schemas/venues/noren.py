@@ -38,17 +38,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from schemas.errors import ConfigError, ProtocolError
 from schemas.events import Book, Event, RawRecord, Status, Ticker
 from schemas.gaps import GapSpec
-from schemas.venues.values import json_object
 from schemas.venues.base import Client, Decoder, Dial, FrameContext, Outgoing, Reply, ServerSession
-from schemas.venues.noren_fields import (DEPTH, LEVELS, TOUCHLINE, book_columns, event_time,
-                                         precision, ticker_columns)
+from schemas.venues.noren_fields import (
+    DEPTH,
+    LEVELS,
+    TOUCHLINE,
+    book_columns,
+    event_time,
+    precision,
+    ticker_columns,
+)
+from schemas.venues.values import json_object
 
 VENUE = "noren"
 SNAPSHOTS = {"tk": TOUCHLINE, "dk": DEPTH}
@@ -442,7 +449,7 @@ class NorenServer(ServerSession):
         return None
 
 
-from schemas.venues import VenueSpec  # noqa: E402  (registry imports this module lazily)
+from schemas.venues import VenueSpec  # last: the registry imports this module lazily
 
 SPEC = VenueSpec(VENUE, NorenDecoder, NorenClient, NorenServer, route,
                  {"uid": "TICKREC_NOREN_UID", "actid": "TICKREC_NOREN_ACTID",

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import date
-from typing import Any, Mapping
+from typing import Any
 
 from schemas.errors import ProtocolError
 from schemas.venues.values import epoch_ns, integer, num

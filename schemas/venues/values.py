@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from schemas.errors import ProtocolError
@@ -62,7 +62,7 @@ def num(value: Any, name: str = "value") -> float | None:
     raise ProtocolError(f"{name} has type {type(value).__name__}")
 
 
-def _finite(value: int | float, name: str) -> float:
+def _finite(value: float, name: str) -> float:
     try:
         f = float(value)
     except OverflowError:               # an int beyond float's range
@@ -118,7 +118,7 @@ def epoch_ns(value: Any, name: str = "time") -> int | None:
         return None
     if not math.isfinite(f) or f < 0 or f > 4e12:
         raise ProtocolError(f"{name} out of range: {value!r:.40}")
-    ns = int(round(f * 1e9)) if f < 1e11 else int(round(f * 1e6))
+    ns = round(f * 1e9) if f < 1e11 else round(f * 1e6)
     if ns > MAX_NS:
         raise ProtocolError(f"{name} out of range: {value!r:.40}")
     return ns
@@ -152,7 +152,7 @@ def iso_ns(value: Any, naive_zone: tzinfo, name: str = "timestamp") -> int | Non
         if zone is None:
             tz: tzinfo = naive_zone
         elif zone in "Zz":
-            tz = timezone.utc
+            tz = UTC
         else:
             digits = zone[1:].replace(":", "")
             offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
