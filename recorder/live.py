@@ -370,16 +370,20 @@ async def _batches(ws: Any) -> AsyncIterator[list[tuple[bytes, bool]]]:
 class LiveFeed:
     """The Feed protocol over a live connection (records too when given a root).
 
-    Without a root the capture goes to a temporary store removed on exit.
+    Without a root (None or "") the capture goes to a temporary store removed on exit.
     """
 
     def __init__(self, venue: str, url: str, symbols: Sequence[str], root: Path | str | None,
                  maxsize: int = 10_000, **kw: Any) -> None:
         import tempfile
-        self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="tickrec-live-")
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if root:
+            where: Path | str = root
+        else:               # None or "": no root
+            self._tmp = tempfile.TemporaryDirectory(prefix="tickrec-live-")
+            where = self._tmp.name
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
-        self.recorder = Recorder(venue, url, symbols, root or self._tmp.name,  # type: ignore[union-attr]
-                                 sink=self._put, **kw)
+        self.recorder = Recorder(venue, url, symbols, where, sink=self._put, **kw)
         self._task: asyncio.Task[None] | None = None
 
     async def _put(self, events: list[Any]) -> None:
