@@ -215,8 +215,9 @@ class FeedRunner:
             self.recorder = None
             if wake.done() or self._rolled:
                 self._resolve_rolls()
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
 
     def _fold(self, rec: Recorder) -> None:
         """Add a finished recorder's counters to the feed's totals."""

@@ -30,7 +30,7 @@ import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosedError, InvalidMessage
@@ -63,7 +63,7 @@ class WsConnection(asyncio.Protocol):
     def __init__(self, max_size: int, *, ping_interval: float | None = 20.0,
                  ping_timeout: float = 20.0, close_timeout: float = 2.0,
                  max_queue_bytes: int = MAX_QUEUE_BYTES) -> None:
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport     # set by connection_made, before any other call
         self.close_code: int | None = None
         self.close_reason = ""
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
@@ -86,7 +86,8 @@ class WsConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # asyncio.Protocol declares BaseTransport; a stream connection gets a Transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._http is not None:
@@ -170,7 +171,7 @@ class WsConnection(asyncio.Protocol):
         response = await self._opened
         protocol.process_response(response)     # InvalidStatus / InvalidHandshake
         if self.ping_interval:
-            self._keepalive = asyncio.ensure_future(self._keep_alive())
+            self._keepalive = asyncio.ensure_future(self._keep_alive(self.ping_interval))
 
     # -- what the recorder calls ---------------------------------------------------------
     @property
@@ -251,10 +252,10 @@ class WsConnection(asyncio.Protocol):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._lost), self.close_timeout)
 
-    async def _keep_alive(self) -> None:
+    async def _keep_alive(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
         while self.close_code is None:
-            await asyncio.sleep(self.ping_interval)     # type: ignore[arg-type]
+            await asyncio.sleep(interval)
             if self.close_code is not None or self._close_sent:
                 return
             self._pong_payload = os.urandom(4)

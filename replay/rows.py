@@ -117,7 +117,8 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     for klass in cls.__mro__:
         desc = klass.__dict__.get(name)
         if desc is not None:
-            return desc.__set__  # type: ignore[no-any-return]
+            setter: Callable[[Any, Any], None] = desc.__set__
+            return setter
     raise AttributeError(name)
 
 
@@ -142,6 +143,7 @@ def _compile(cls: type, columns: Sequence[str]) -> tuple[Builder, Each]:
     if set(columns) | {"venue"} != names:
         raise TypeError(f"{cls.__name__}: columns {columns} do not match its fields")
     slotted = hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__")
+    # dataclasses keeps "frozen" only in this private attribute, which typeshed omits
     frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     glb: dict[str, Any] = {"cls": cls, "new": object.__new__}
     if slotted and not frozen:
@@ -224,10 +226,10 @@ def _numbers(arr: pa.Array) -> Picker:
     null = arr.is_null().to_numpy(zero_copy_only=False)
 
     def pick(idx: Any) -> list[Any]:
-        out = filled[idx].tolist()
+        out: list[Any] = filled[idx].tolist()
         for i in np.flatnonzero(null[idx]).tolist():
             out[i] = None
-        return out  # type: ignore[no-any-return]
+        return out
     return pick
 
 

@@ -167,17 +167,15 @@ class Scan:
         self.store: StoreRoot | None = None
         self._listing: dict[str, dict[str, list[str]]] = {}     # table -> date -> files
         self._manifests: Manifests | None = None
+        if isinstance(root, StoreRoot) and not root.s3:
+            root = root.base                # a local store is its directory
         if isinstance(root, StoreRoot) or is_s3(root):
             self.store = as_store(root)
-            if not self.store.s3:
-                root = self.store.base
-                self.store = None
-        if self.store is not None:
             self.root = Path(".")
             if not self.store.is_store():
                 raise ConfigError(f"store root {self.store.uri!r} does not exist (no such bucket)")
         else:
-            self.root = Path(root)     # type: ignore[arg-type]
+            self.root = Path(root)
             self._check_local()
         self._init(venue, symbols, start, end, tables, kind, chunk_rows)
         if window_rows < 1:

@@ -150,6 +150,8 @@ class Noren(ServeVenue):
         state = ClientState(self.base)
         session = NorenServer(token, snapshot=state.snapshot,
                               idle_timeout=float(self.options.get("idle_timeout", 60.0)))
+        # the client's state rides on its session (observe() finds it there);
+        # NorenServer, a vendor codec, declares no such attribute
         session.replay_state = state            # type: ignore[attr-defined]
         return session
 

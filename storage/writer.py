@@ -372,7 +372,7 @@ class StoreWriter:
             names.append((table, date, (f"{table}/venue={self.venue}/date={date}/"
                                         f"{self.run}-{self._next_file:06d}.parquet")))
             self._next_file += 1
-        self._checkpoint(batch.records, [[None, n] for _, _, n in names], first)  # type: ignore[list-item]
+        self._checkpoint(batch.records, [[None, n] for _, _, n in names], first)
         for t, d, n in names:
             self.store.write_parquet(batch.rows[(t, d)].arrow(), n)
         out = [Path(self.store.join(n)) for _, _, n in names]    # bucket/prefix/... keys
@@ -383,7 +383,7 @@ class StoreWriter:
         self.rows_published += len(batch)
         return out
 
-    def _checkpoint(self, records: int, intent: list[list[str]] | None,
+    def _checkpoint(self, records: int, intent: list[list[str | None]] | None,
                     first_file: int | None = None) -> None:
         state: dict[str, Any] = {"records": self.published_records if intent else records,
                                  "next_file": self._next_file}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from recorder.capture import RecvClock
 from schemas.errors import ConfigError
 from schemas.events import RawRecord, Status
 from schemas.venues import make_decoder
+
+if TYPE_CHECKING:
+    from schemas.venues.base import Decoder
 
 
 def records_from_lines(lines: Iterable[bytes], records: bool) -> Iterator[tuple[str, RawRecord]]:
@@ -36,12 +39,12 @@ def records_from_lines(lines: Iterable[bytes], records: bool) -> Iterator[tuple[
 
 
 def parse_lines(venue: str, stream: IO[bytes], records: bool = False) -> Iterator[str]:
-    decoders: dict[str, object] = {}
+    decoders: dict[str, Decoder] = {}
     for session, rec in records_from_lines(stream, records):
         dec = decoders.get(session)
         if dec is None:
             dec = decoders[session] = make_decoder(venue, session)
-        for ev in dec.feed(rec):  # type: ignore[attr-defined]
+        for ev in dec.feed(rec):
             if isinstance(ev, Status):
                 yield json.dumps({"type": "status", "kind": ev.kind, "detail": ev.detail})
             else:

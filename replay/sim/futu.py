@@ -176,6 +176,7 @@ class FutuSimulator(Simulator):
         self._outage_end: int | None = None
         self._missed: dict[str, int] = {}
 
+    # TcpWireServer calls it with its TcpConn, the WireServer of the base with a Conn
     def _sent(self, conn: TcpConn, meta: Any) -> None:   # type: ignore[override]
         if meta == "malformed":
             self.malformed_sent += 1
