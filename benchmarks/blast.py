@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -83,7 +83,7 @@ async def main(n: int, forever: bool = False) -> None:
             async for _ in ws:
                 pass
         except Exception:  # noqa: BLE001 - the client may go away any way it likes
-            pass
+            return
 
     async with serve(handler, "127.0.0.1", 0, compression=None, max_size=1 << 20,
                      ping_interval=None) as server:
