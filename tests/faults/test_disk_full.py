@@ -48,9 +48,11 @@ class Disk:
         monkeypatch.setattr(storage.journal.os, "write", write)
 
 
-def _check_store(root: Path, sim: Any, since: int, until: int) -> None:
-    """Everything the simulator delivered is stored once; the pause is a stale gap per symbol;
-    the journal holds no damaged range; the store verifies (rows re-derive from raw)."""
+def _check_store(root: Path, sim: Any, pause: tuple[int, int], cleared: tuple[int, int]) -> None:
+    """Everything the simulator delivered is stored once; the pause is a stale gap per symbol
+    from the moment the store failed (``pause``: the disk filled, the recorder noticed) to the
+    moment it was writable again (``cleared``: the disk freed, the test saw the recorder
+    resume); the journal holds no damaged range; the store verifies (rows re-derive from raw)."""
     rows = read_table(root, "trades") + read_table(root, "book")
     per_symbol = Counter(r["symbol"] for r in rows)
     for sym in SYMBOLS:
@@ -65,8 +67,10 @@ def _check_store(root: Path, sim: Any, since: int, until: int) -> None:
     assert sorted(g["symbol"] for g in stale) == sorted(SYMBOLS)
     for g in stale:
         assert "disk full" in g["detail"] and "stopped reading" in g["detail"]
-        # noticed within a publish cycle or two (flush 0.3 s), on a loaded machine too
-        assert g["ts_start"] <= since + 1_500_000_000 and g["ts_end"] >= until - 500_000_000
+        # the recorder's own times, bracketed by the test's: no bound on how late a loaded
+        # machine lets either side notice
+        assert pause[0] <= g["ts_start"] == pause[1]
+        assert cleared[0] <= g["ts_end"] <= cleared[1]
     assert not list(root.rglob("*.tmp"))
     report = verify(root)
     assert report.ok, report.problems
@@ -81,8 +85,9 @@ async def test_disk_full_pauses_reading_loses_nothing_and_is_a_gap(
     async with running(tmp_path, SYMBOLS, rate=300, steps=1100, flush_seconds=0.3) as run:
         cap = await _capture(run)
         assert await wait_for(lambda: cap.frames_in > 200, 10)
+        filled = cap.clock.now()
         disk.full.set()
-        assert await wait_for(lambda: cap.blocked is not None, 5)
+        assert await wait_for(lambda: cap.blocked is not None, 20)
         since = cap.blocked_since
         await wait_for(lambda: False, 0.4)
         frames_paused = cap.frames_in
@@ -90,8 +95,9 @@ async def test_disk_full_pauses_reading_loses_nothing_and_is_a_gap(
         # not reading: the venue's frames wait in its socket, not in our memory
         assert cap.frames_in == frames_paused
         assert not run.rec._writable.is_set()
+        freed = cap.clock.now()
         disk.full.clear()
-        assert await wait_for(lambda: cap.blocked is None, 5)
+        assert await wait_for(lambda: cap.blocked is None, 20)
         until = cap.clock.now()
         await wait_for(run.sim.done.is_set, 20)
     assert disk.refused >= 1
@@ -103,7 +109,7 @@ async def test_disk_full_pauses_reading_loses_nothing_and_is_a_gap(
     assert any(isinstance(e, Status) and e.kind == "resumed" for e in run.events)
     assert run.rec.connections == 1            # the pause cost no connection
     assert since is not None
-    _check_store(tmp_path, run.sim, since, until)
+    _check_store(tmp_path, run.sim, (filled, since), (freed, until))
 
 
 async def _capture(run: Any) -> Any:
