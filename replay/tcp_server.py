@@ -27,6 +27,12 @@ from schemas.venues.base import Reply, ServerSession
 
 Meta = Any
 READ_CHUNK = 64 * 1024
+# Loop turns from an accepted socket to its handler's first step: the accept's own
+# task makes the transport, connection_made is called soon after, it creates the
+# handler task, which then runs (asyncio 3.11 has no hook for "accepted, not yet
+# handled"; tests/test_tcp_server_stop.py checks that this many suffice).
+ACCEPT_TURNS = 4
+STOP_GRACE_S = 2.0        # how long stop() lets an aborted connection's handler end
 
 
 class Framer(Protocol):
@@ -97,17 +103,24 @@ class TcpWireServer(FanOut):
 
     async def stop(self) -> None:
         """Close the listening socket and every connection. A connection accepted just
-        before, whose handler task has not run yet, gets one turn of the loop to start
-        (and is then cut like the others): cancelled before its first step, the task
-        would never close its socket, and a closing loop would find it open."""
+        before, whose handler task has not run yet, gets the loop turns it needs to
+        start (``ACCEPT_TURNS``) and is then cut like the others: cancelled before its
+        first step, the task would never close its socket, and a closing loop would
+        find it open. Each connection is aborted and its handler left to end on the
+        EOF (a cancelled handler makes asyncio log "Exception in callback"); one still
+        running after ``STOP_GRACE_S`` is cancelled."""
         if self._server is not None:
             self._server.close()
-            await asyncio.sleep(0)
+            for _ in range(ACCEPT_TURNS):
+                await asyncio.sleep(0)
             for c in list(self.clients):
-                c.abort()
-            for t in list(self._handlers):
-                t.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+                c.abort()               # its handler reads EOF and ends on its own
+            handlers = list(self._handlers)
+            if handlers:
+                _, stuck = await asyncio.wait(handlers, timeout=STOP_GRACE_S)
+                for t in stuck:         # cancelled only if the abort did not end it
+                    t.cancel()
+                await asyncio.gather(*stuck, return_exceptions=True)
             await self._server.wait_closed()
 
     async def _handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
