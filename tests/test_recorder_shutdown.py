@@ -14,7 +14,7 @@ from recorder.capture import Capture
 from recorder.live import Recorder
 from replay.sim.server import Simulator, make_adapter
 from storage.journal import read_journal
-from tests.helpers import read_table
+from tests.helpers import read_table, until
 
 SYMBOLS = ["NSE|22", "NFO|35003"]
 
@@ -39,7 +39,10 @@ async def test_stop_waits_for_the_publish_in_flight(tmp_path: Path,
         rec = Recorder("noren", sim.url, SYMBOLS, tmp_path, flush_seconds=0.3,
                        reconnect_min=0.2)
         task = asyncio.create_task(rec.run())
-        await asyncio.sleep(0.5)
+        # enough frames that the final publish has rows to race with (a count, not a
+        # time: a loaded machine gets fewer frames into any fixed time)
+        await until(lambda: rec.capture is not None and rec.capture.frames_in > 100, 20,
+                    "100 frames in")
         entered.clear()
         assert await asyncio.to_thread(entered.wait, 10)    # a periodic publish is running
         rec.stop()
