@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import asyncio.selector_events as selector_events
 import gc
 import logging
 import socket
+from asyncio import selector_events
 from typing import Any
 
 import pytest
