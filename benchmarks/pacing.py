@@ -35,7 +35,6 @@ interleaved rounds through the same events and prints the medians.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import random
 import resource
@@ -45,10 +44,10 @@ import sys
 import time
 import types
 from array import array
-from typing import Any
+from typing import Any, Self
 
 from replay.clock import WINDOW_S, WallClock
-from replay.timer import _TIMERFD, NS, TFD_TIMER_ABSTIME, TimerFd, _Itimerspec
+from replay.timer import NS, TimerFd
 
 FLOOR_WAKES = 1000
 
@@ -60,6 +59,20 @@ def _times(n: int) -> list[int]:
         ts += rng.randint(100_000, 500_000)          # 0.1-0.5 ms apart
         times.append(ts)
     return times
+
+
+class _Usage:
+    """Process CPU time, wall time and blocking waits (voluntary context switches) of
+    the ``with`` block: ``cpu``, ``wall``, ``blocks`` once it has ended."""
+
+    def __enter__(self) -> Self:
+        self.blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu, self.wall = time.process_time() - self.cpu, time.perf_counter() - self.wall
+        self.blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - self.blocks
 
 
 async def _drive(clock: Any, times: list[int]) -> None:
@@ -78,17 +91,15 @@ async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock
                 **clock_args: Any) -> dict[str, Any]:
     times = _times(n)
     clock = clock_type(speed, precise=precise, **clock_args)
-    blocks0 = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await _drive(clock, times)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - blocks0
+    with _Usage() as used:
+        await _drive(clock, times)
     if hasattr(clock, "close"):
         clock.close()
     s = clock.lateness.summary()
     return {"speed": speed, "precise": precise, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
-            "max_ms": s["max_ms"], "cpu": cpu / wall, "seconds": wall,
-            "wakeups": clock.wakeups, "blocks": blocks, "wake_us": cpu / max(blocks, 1) * 1e6}
+            "max_ms": s["max_ms"], "cpu": used.cpu / used.wall, "seconds": used.wall,
+            "wakeups": clock.wakeups, "blocks": used.blocks,
+            "wake_us": used.cpu / max(used.blocks, 1) * 1e6}
 
 
 def _deadlines(speed: float, n: int, start: int) -> list[int]:
@@ -105,36 +116,33 @@ async def limit_pace(speed: float, n: int, window: float = WINDOW_S) -> dict[str
     mono = time.monotonic_ns
     deadlines = _deadlines(speed, n, mono() + 2_000_000)
     late = array("q")
-    blocks0 = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
-    cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
-        for due in deadlines:
-            now = mono()
-            while now < due:
-                await timer.wake(due, due + period, period)
+        with _Usage() as used:
+            for due in deadlines:
                 now = mono()
-            late.append(now - due)
+                while now < due:
+                    await timer.wake(due, due + period, period)
+                    now = mono()
+                late.append(now - due)
     finally:
         timer.close()
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - blocks0
-    return {"cpu": cpu / wall, "p99_ms": sorted(late)[round(0.99 * (n - 1))] / 1e6,
-            "blocks": blocks, "seconds": wall}
+    return {"cpu": used.cpu / used.wall, "p99_ms": sorted(late)[round(0.99 * (n - 1))] / 1e6,
+            "blocks": used.blocks, "seconds": used.wall}
 
 
 async def loop_floor_pace(speed: float, n: int, window: float = WINDOW_S) -> float:
     """CPU share of the same schedule with no task at all: the loop's reader callback,
     on a timer expiring every ``window``, releases the due events itself."""
-    assert _TIMERFD is not None, "the pacing floor needs a Linux timerfd"
-    create, settime = _TIMERFD
     loop = asyncio.get_running_loop()
+    timer = TimerFd.open(loop)
+    assert timer is not None, "the pacing floor needs a Linux timerfd"
     done = loop.create_future()
     period = int(window * NS)
     mono = time.monotonic_ns
     start = mono() + 2_000_000
     deadlines = _deadlines(speed, n, start)
     late = array("q")
-    fd = create()
+    fd = timer.fd
     taken = 0
 
     def on_expiry() -> None:
@@ -152,18 +160,15 @@ async def loop_floor_pace(speed: float, n: int, window: float = WINDOW_S) -> flo
         if i == n and not done.done():
             done.set_result(None)
 
-    spec = _Itimerspec()
-    spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(start + period, NS)
-    spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(period, NS)
+    loop.remove_reader(fd)                  # the timer's own callback would wake a task
     loop.add_reader(fd, on_expiry)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
-        settime(fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None)
-        await done
+        with _Usage() as used:
+            timer._arm(start + period, period)
+            await done
     finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        timer.close()                       # unregisters the fd, whoever reads it
+    return used.cpu / used.wall
 
 
 def bare_sleep_us(wakes: int = FLOOR_WAKES, period: float = 0.001) -> float:
