@@ -5,8 +5,9 @@ Every clock has ``now() -> int`` (ns since the epoch, UTC, in *recorded* time),
 released now; False: not yet, ``await sleep()`` and ask again) and ``async
 wait_until(ts_ns)`` (both, until it is due). ``ReplayFeed`` and the replay
 server call ``release`` for every event and sleep only when it says no, so an
-event already due costs one plain call, no coroutine. ``paced`` says whether a clock can ever say no;
-the feed skips it for unpaced clocks and calls ``advance(ts_ns)`` instead.
+event already due costs one plain call, no coroutine. ``paced`` says whether a
+clock can ever say no; the feed skips it for unpaced clocks and calls
+``advance(ts_ns)`` instead.
 
 - ``WallClock(speed)``: the first event anchors (``ts0`` ↔ ``time.monotonic``
   at that moment); the event recorded at ``ts`` is released at
@@ -53,7 +54,7 @@ SPIN_S = 0.001
 WINDOW_S = 0.00135
 LATENESS_WINDOW = 65_536
 _NEVER_NS = 1 << 62               # later than any monotonic time (146 years of uptime)
-_monotonic_ns = time.monotonic_ns
+_monotonic_ns = time.monotonic_ns     # bound once: release() reads it for every event
 
 
 class Clock(Protocol):
