@@ -2,12 +2,13 @@
 
 Feeds 10,000 events at 1x and 100,000 at 10x (3 s of each), spaced like a busy
 feed (0.1 to 0.5 ms apart), through the replay clock exactly as ``ReplayFeed``
-does (``release``, and ``sleep`` when not yet due), in the default mode and in
-the precise mode (spins the last stretch of each wait). Lateness is measured by the clock itself against the monotonic
-clock; CPU is process time over wall time; ``wakeups`` counts the sleeps the
-clock took and ``blocks`` the times the process really blocked (voluntary context
-switches, ``getrusage``): what the default mode's CPU is mostly made of, see
-docs/benchmarks.md, "Pacing".
+does (``WallClock.deadlines`` for a piece of ``PACED_ROWS``, then one reading per
+event and ``pause`` when one is not yet due), in the default mode and in the
+precise mode (spins the last stretch of each wait). Lateness is measured
+against the monotonic clock as the feed does; CPU is process time over wall
+time; ``wakeups`` counts the sleeps the clock took and ``blocks`` the times the
+process really blocked (voluntary context switches, ``getrusage``): what the
+default mode's CPU is mostly made of, see docs/benchmarks.md, "Pacing".
 
 Beside each default-mode run, the same run measures what a wake-up costs at the
 least on this machine: ``bare_us``, a plain ``time.sleep(0.001)`` loop (no event
@@ -47,6 +48,7 @@ from array import array
 from typing import Any, Self
 
 from replay.clock import WINDOW_S, WallClock
+from replay.feed import PACED_ROWS
 from replay.timer import NS, TimerFd
 
 FLOOR_WAKES = 1000
@@ -76,8 +78,33 @@ class _Usage:
 
 
 async def _drive(clock: Any, times: list[int]) -> None:
-    """As ``ReplayFeed.__anext__`` does; a clock without ``release`` (an older revision)
-    as that revision's feed did."""
+    """As ``ReplayFeed.__anext__`` does: a piece's deadlines in one step, then one clock
+    reading and one lateness append per event, ``pause`` when it is not due. A clock
+    of an older revision as that revision's feed did."""
+    if not hasattr(clock, "deadlines"):
+        await _drive_by_release(clock, times)
+        return
+    mono = time.monotonic_ns
+    late = clock.lateness
+    append = late.values.append
+    prev_due = 0
+    for start in range(0, len(times), PACED_ROWS):
+        dues = clock.deadlines(times[start:start + PACED_ROWS])
+        late.make_room(len(dues))
+        for i in range(len(dues)):
+            due = dues[i]
+            now = mono()
+            if now < due:
+                prev = dues[i - 1] if i else prev_due
+                while now < due:
+                    await clock.pause(due, prev)
+                    now = mono()
+            append(now - due)
+        prev_due = dues[-1]
+
+
+async def _drive_by_release(clock: Any, times: list[int]) -> None:
+    """Sessions 6-7's feed: ``release`` per event; before that, ``wait_until``."""
     if not hasattr(clock, "release"):
         for t in times:
             await clock.wait_until(t)

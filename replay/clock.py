@@ -3,10 +3,13 @@
 Every clock has ``now() -> int`` (ns since the epoch, UTC, in *recorded* time),
 ``release(ts_ns) -> bool`` (True: the event recorded at ``ts_ns`` is due and is
 released now; False: not yet, ``await sleep()`` and ask again) and ``async
-wait_until(ts_ns)`` (both, until it is due). ``ReplayFeed`` and the replay
-server call ``release`` for every event and sleep only when it says no, so an
-event already due costs one plain call, no coroutine. ``paced`` says whether a
-clock can ever say no; the feed skips it for unpaced clocks and calls
+wait_until(ts_ns)`` (both, until it is due). The replay server calls
+``release`` for every event and sleeps only when it says no, so an event already
+due costs one plain call, no coroutine. ``ReplayFeed`` does the same with less:
+``WallClock.deadlines`` gives a piece's deadlines in one step, the feed compares
+each with one clock reading, appends the lateness itself and sleeps with
+``pause(due, prev_due)`` (what ``sleep`` does for ``release``). ``paced`` says
+whether a clock can ever say no; the feed skips it for unpaced clocks and calls
 ``advance(ts_ns)`` instead.
 
 - ``WallClock(speed)``: the first event anchors (``ts0`` ↔ ``time.monotonic``
@@ -44,8 +47,10 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
+
+import numpy as np
 
 from replay.timer import TimerFd
 from schemas.errors import ConfigError
@@ -54,6 +59,7 @@ SPIN_S = 0.001
 WINDOW_S = 0.00135
 LATENESS_WINDOW = 65_536
 _NEVER_NS = 1 << 62               # later than any monotonic time (146 years of uptime)
+_INT64_SAFE = 1 << 62             # |(ts - ts0) * mul| and div below this fit numpy's int64
 _monotonic_ns = time.monotonic_ns     # bound once: release() reads it for every event
 
 
@@ -79,7 +85,8 @@ class Lateness:
     Values are nanoseconds (``int``) of monotonic time after the deadline.
     ``values`` holds the recent ones, oldest first (between ``window`` and twice
     as many once that many were added; older ones are folded into the totals).
-    ``WallClock`` appends to it directly, ``add`` is the same with its checks.
+    ``WallClock`` and ``ReplayFeed`` append to it directly (after ``make_room``),
+    ``add`` is the same with its checks.
     """
 
     def __init__(self, window: int = LATENESS_WINDOW) -> None:
@@ -94,6 +101,12 @@ class Lateness:
         values = self.values
         values.append(max(0, late_ns))                    # early counts as on time
         if len(values) >= self.full:
+            self.fold()
+
+    def make_room(self, n: int) -> None:
+        """Fold first if ``n`` more values, appended to ``values`` directly, would reach
+        ``full`` (so ``values`` stays under ``full`` for ``n`` up to ``window``)."""
+        if len(self.values) + n >= self.full:
             self.fold()
 
     def fold(self) -> None:
@@ -230,6 +243,26 @@ class WallClock:
         assert self._ts0 is not None
         return (ts_ns * self._mul + self._offset) // self._div
 
+    def deadlines(self, ts_ns: Sequence[int]) -> list[int]:
+        """``deadline`` of each of ``ts_ns``, in one step (a piece of events; the first
+        call anchors the clock at ``ts_ns[0]`` if no event has). The caller releases an
+        event once ``monotonic_ns() >= its deadline``, appends ``monotonic_ns() -
+        deadline`` to ``lateness.values`` (``lateness.make_room`` first) and, while
+        it is not due, ``await pause(deadline, the previous event's deadline)``."""
+        if not ts_ns:
+            return []
+        if self._ts0 is None:
+            self.anchor(ts_ns[0])
+        assert self._ts0 is not None
+        since = np.array(ts_ns, dtype=np.int64) - self._ts0
+        mul, div = self._mul, self._div
+        if max(div, mul * max(-int(since.min()), int(since.max()), 1)) < _INT64_SAFE:
+            # wall0 + floor((ts - ts0) * mul / div) = deadline(ts), exactly (numpy floors)
+            deadlines: list[int] = (since * mul // div + self._wall0).tolist()
+            return deadlines
+        offset = self._offset                   # a speed like 0.3: ratios of big ints
+        return [(ts * mul + offset) // div for ts in ts_ns]
+
     def advance(self, ts_ns: int) -> None:      # pragma: no cover - the feed awaits instead
         if self._ts0 is None:
             self.anchor(ts_ns)
@@ -255,16 +288,20 @@ class WallClock:
         return True
 
     def sleep(self) -> Awaitable[None]:
-        """Sleep toward the deadline of the event ``release`` last refused (see the module
+        """Sleep toward the deadline of the event ``release`` last refused (``pause``)."""
+        return self.pause(self._due, self._prev_due)
+
+    def pause(self, due: int, prev_due: int) -> Awaitable[None]:
+        """Sleep toward ``due`` (monotonic ns), the deadline of an event not yet due
+        whose predecessor's deadline was ``prev_due`` (dense or sparse: see the module
         doc for how long). May end before it in precise mode or on ``asyncio.sleep``:
-        the caller asks ``release`` again."""
+        the caller reads the clock again."""
         self.wakeups += 1
-        due = self._due
         if not self.precise:
             timer = self._loop_timer()
             if timer is not None and not timer.busy:
                 window = self.window_ns
-                latest = due + window if due - self._prev_due < window else due
+                latest = due + window if due - prev_due < window else due
                 try:
                     return timer.wake(due, latest, window)
                 except OSError:         # timerfd_settime refused: asyncio.sleep from now on

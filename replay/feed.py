@@ -11,7 +11,9 @@ worker thread one piece ahead of the consumer, so a day boundary or a large
 Parquet file does not stall the event loop or the pacing. The worker hands over
 ``Piece``s (zero-copy Arrow slices); the records are made on the loop. Paced
 feeds build ``PACED_ROWS`` at a time, in the slack before the next event is
-due. Unpaced feeds take pieces of ``UNPACED_ROWS`` and make their records as
+due, with their deadlines (``WallClock.deadlines``): handing out an event that
+is due costs one clock reading and one lateness ``append``, no call into the
+clock (docs/benchmarks.md, "Pacing"). Unpaced feeds take pieces of ``UNPACED_ROWS`` and make their records as
 ``replay.scan.RecordMaker`` judges suits the consumer (one at a time as taken
 while it drops them, so the cyclic collector does not run). Building
 Python objects in the worker instead gains nothing under the GIL and, worse,
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
@@ -37,6 +40,8 @@ from replay.order import Piece
 from replay.params import parse_speed
 from replay.rows import RawRow
 from replay.scan import CHUNK_ROWS, RecordMaker, Scan
+
+_monotonic_ns = time.monotonic_ns     # bound once: read for every paced event
 
 YIELD_EVERY = 4096
 PACED_ROWS = 1024
@@ -60,6 +65,10 @@ class ReplayFeed:
         self._source: Iterator[Piece] | None = None
         self._pending: asyncio.Future[Piece | None] | None = None
         self._buf: list[Any] = []     # paced: the piece's records, built in the slack
+        self._dues: list[int] = []    # paced: their deadlines (monotonic ns)
+        self._prev_due = 0            # paced: the previous piece's last deadline
+        # paced: where each release's lateness goes (the clock's statistics)
+        self._late = self.clock.lateness.values if isinstance(self.clock, WallClock) else array("q")
         self._take: Any = None        # unpaced: makes the piece's next record
         self._i = 0                   # records of the piece handed out
         self._n = 0                   # records in the piece
@@ -81,7 +90,7 @@ class ReplayFeed:
         if source is not None and hasattr(source, "close"):
             source.close()
         self.clock.close()
-        self._buf, self._take, self._i, self._n = [], None, 0, 0
+        self._buf, self._dues, self._take, self._i, self._n = [], [], None, 0, 0
 
     def __aiter__(self) -> ReplayFeed:
         return self
@@ -99,7 +108,7 @@ class ReplayFeed:
         if not isinstance(clock, WallClock) or not clock.anchored:
             return 0
         if self._i < self._n:
-            return max(0, time.monotonic_ns() - clock.deadline(self._buf[self._i].ts_recv))
+            return max(0, time.monotonic_ns() - self._dues[self._i])
         return clock.lateness.last_ns
 
     @property
@@ -111,20 +120,27 @@ class ReplayFeed:
     async def __anext__(self) -> Any:
         if self._i >= self._n:
             await self._refill()
+        i = self._i
         clock = self.clock
         if clock.paced:
-            ev = self._buf[self._i]
-            ts = ev.ts_recv
-            # Cancelled while sleeping: the event stays next, nothing is lost.
-            while not clock.release(ts):
-                await clock.sleep()
+            due = self._dues[i]
+            now = _monotonic_ns()
+            if now < due:
+                prev_due = self._dues[i - 1] if i else self._prev_due
+                assert isinstance(clock, WallClock)
+                while now < due:
+                    # Cancelled while sleeping: the event stays next, nothing is lost.
+                    await clock.pause(due, prev_due)
+                    now = _monotonic_ns()
+            self._late.append(now - due)
+            ev = self._buf[i]
         else:
             if self.count and not self.count % YIELD_EVERY:
                 # Yield before taking the event: a cancel here loses nothing.
                 await asyncio.sleep(0)
             ev = self._take()
             clock.advance(ev.ts_recv)
-        self._i += 1
+        self._i = i + 1
         self.count += 1
         return ev
 
@@ -161,8 +177,12 @@ class ReplayFeed:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))   # read ahead
             if not len(piece):
                 continue
-            if self.clock.paced:
+            clock = self.clock
+            if isinstance(clock, WallClock):
+                self._prev_due = self._dues[-1] if self._dues else 0
                 self._buf = piece.build(self.scan.venue)
+                self._dues = clock.deadlines([ev.ts_recv for ev in self._buf])
+                clock.lateness.make_room(len(self._dues))
             else:
                 self._take = iter(self._maker.make(piece)).__next__
             self._i, self._n = 0, len(piece)

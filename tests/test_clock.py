@@ -7,6 +7,7 @@ import gc
 import os
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ from hypothesis import strategies as st
 
 import replay
 import replay.clock
+import replay.feed
 from replay.clock import Lateness, VirtualClock, WallClock, make_clock
+from replay.feed import ReplayFeed
 from replay.timer import TimerFd
 from schemas.errors import ConfigError
 from schemas.events import Trade
@@ -39,6 +42,12 @@ def paced_store(root: Path, span_ms: int = 2000, seed: int = 3) -> list[int]:
     while ts <= T0 + span_ms * MS:
         times.append(ts)
         ts += rnd.randint(1, 5) * MS
+    write_trades(root, times)
+    return times
+
+
+def write_trades(root: Path, times: list[int]) -> None:
+    """One trade at each of ``times`` (ts_recv), in day files of ``VENUE``."""
     rows = [(("BTC", t, None, None, "s", i, 0, 1.0, 1.0, None, "buy", None, None))
             for i, t in enumerate(times)]
     by_date: dict[str, list[tuple[object, ...]]] = {}
@@ -46,7 +55,6 @@ def paced_store(root: Path, span_ms: int = 2000, seed: int = 3) -> list[int]:
         by_date.setdefault("2024-05-01" if r[1] < T0 + 500 * MS else "2024-05-02", []).append(r)
     for date, part in by_date.items():
         write_parquet(to_arrow("trades", part), partition_dir(root, "trades", VENUE, date) / "a.parquet")
-    return times
 
 
 @pytest.fixture(scope="module")
@@ -251,35 +259,25 @@ class FakeTimer:
 
 
 def simulate(mp: pytest.MonkeyPatch, fake: FakeTime, timer: FakeTimer) -> None:
-    """The clock module reads ``fake`` for monotonic time and sleeps on ``timer``."""
+    """The clock and the feed read ``fake`` for monotonic time and sleep on ``timer``."""
     mp.setattr(replay.clock, "time", SimpleNamespace(monotonic_ns=fake.monotonic_ns))
     mp.setattr(replay.clock, "_monotonic_ns", fake.monotonic_ns)
+    mp.setattr(replay.feed, "_monotonic_ns", fake.monotonic_ns)
     mp.setattr(TimerFd, "open", classmethod(lambda cls, loop: timer))
 
 
-@settings(max_examples=150, deadline=None)
-@given(gaps=st.lists(st.integers(0, 3 * MS), min_size=1, max_size=60),
-       speed=st.sampled_from([0.5, 1.0, 3.0, 10.0, 100.0]),
-       window_us=st.sampled_from([0, 300, 1000, 1500]),
-       latencies=st.lists(st.integers(0, 400_000), min_size=1, max_size=5),
-       tick=st.integers(0, 20_000))
-def test_schedule_never_early_in_order_and_bounded(gaps: list[int], speed: float, window_us: int,
-                                                   latencies: list[int], tick: int) -> None:
-    fake = FakeTime(tick=tick)
-    timer = FakeTimer(fake, latencies)
-    times = [T0 + sum(gaps[:i]) for i in range(len(gaps) + 1)]
-    clock = WallClock(speed, window=window_us / 1e6)
+schedules = dict(gaps=st.lists(st.integers(0, 3 * MS), min_size=1, max_size=60),
+                 speed=st.sampled_from([0.5, 1.0, 3.0, 10.0, 100.0]),
+                 window_us=st.sampled_from([0, 300, 1000, 1500]),
+                 latencies=st.lists(st.integers(0, 400_000), min_size=1, max_size=5),
+                 tick=st.integers(0, 20_000))
+
+
+def check_schedule(clock: WallClock, timer: FakeTimer, times: list[int],
+                   released: list[tuple[int, int]], latencies: list[int], tick: int) -> None:
+    """Each event out once, in order, never early and within the window plus the loop's
+    latency of its deadline (or right after the one before it); wake-ups only when needed."""
     window = clock.window_ns
-    released: list[tuple[int, int]] = []
-
-    async def run() -> None:
-        for ts in times:
-            await clock.wait_until(ts)
-            released.append((ts, fake.now))
-
-    with pytest.MonkeyPatch.context() as mp:
-        simulate(mp, fake, timer)
-        asyncio.run(run())
     assert [ts for ts, _ in released] == times                       # same events, same order
     # never early; out within window + latency of its deadline, or right after the event
     # before it (a burst goes out back to back: only the readings' own ticks between)
@@ -296,6 +294,79 @@ def test_schedule_never_early_in_order_and_bounded(gaps: list[int], speed: float
     for earliest, latest, expiry in timer.waits:
         assert earliest <= expiry <= latest <= earliest + window
         assert earliest in deadlines
+
+
+def pace_with_release(times: list[int], speed: float, window_us: int, latencies: list[int],
+                      tick: int) -> tuple[WallClock, FakeTimer, list[tuple[int, int]]]:
+    """``times`` through ``release``/``sleep`` (``wait_until``) on simulated time: the
+    clock, its timer and (ts, when released) per event."""
+    fake = FakeTime(tick=tick)
+    timer = FakeTimer(fake, latencies)
+    clock = WallClock(speed, window=window_us / 1e6)
+    released: list[tuple[int, int]] = []
+
+    async def run() -> None:
+        for ts in times:
+            await clock.wait_until(ts)
+            released.append((ts, fake.now))
+
+    with pytest.MonkeyPatch.context() as mp:
+        simulate(mp, fake, timer)
+        asyncio.run(run())
+    return clock, timer, released
+
+
+@settings(max_examples=150, deadline=None)
+@given(**schedules)
+def test_schedule_never_early_in_order_and_bounded(gaps: list[int], speed: float, window_us: int,
+                                                   latencies: list[int], tick: int) -> None:
+    times = [T0 + sum(gaps[:i]) for i in range(len(gaps) + 1)]
+    clock, timer, released = pace_with_release(times, speed, window_us, latencies, tick)
+    check_schedule(clock, timer, times, released, latencies, tick)
+    assert clock.lateness.count == len(times)
+
+
+@settings(max_examples=60, deadline=None)
+@given(**schedules, piece_rows=st.integers(1, 8))
+def test_the_feed_keeps_the_same_schedule(gaps: list[int], speed: float, window_us: int,
+                                          latencies: list[int], tick: int,
+                                          piece_rows: int) -> None:
+    """``ReplayFeed`` checks a piece's deadlines itself (``WallClock.deadlines``, ``pause``):
+    the same guarantees as ``release``/``sleep``, across piece boundaries too."""
+    fake = FakeTime(tick=tick)
+    timer = FakeTimer(fake, latencies)
+    times = [T0 + sum(gaps[:i]) for i in range(len(gaps) + 1)]
+    released: list[tuple[int, int]] = []
+
+    async def run(root: Path) -> WallClock:
+        async with ReplayFeed(root, VENUE, speed=speed, pace_window=window_us / 1e6,
+                              chunk_rows=piece_rows) as feed:
+            assert isinstance(feed.clock, WallClock)
+            async for ev in feed:
+                released.append((ev.ts_recv, fake.now))
+            return feed.clock
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        write_trades(Path(tmp), times)
+        simulate(mp, fake, timer)
+        clock = asyncio.run(run(Path(tmp)))
+    check_schedule(clock, timer, times, released, latencies, tick)
+    late = [at - clock.deadline(ts) for ts, at in released]
+    assert list(clock.lateness.values) == late                # what the feed recorded
+    if tick == 0:       # the same readings: to the ns the same wake-ups as release/sleep
+        _, timer_r, released_r = pace_with_release(times, speed, window_us, latencies, 0)
+        assert released == released_r and timer.waits == timer_r.waits
+
+
+@settings(max_examples=200, deadline=None)
+@given(since=st.lists(st.integers(-10**15, 10**15), max_size=20),
+       speed=st.one_of(st.sampled_from([0.3, 1.0, 7.0, 1e-6]), st.floats(1e-3, 1e3)))
+def test_a_pieces_deadlines_are_each_events_deadline(since: list[int], speed: float) -> None:
+    clock = WallClock(speed)
+    times = [T0 + s for s in since]
+    deadlines = clock.deadlines(times)
+    assert deadlines == [clock.deadline(ts) for ts in times]
+    assert clock.anchored == bool(times)
 
 
 def test_a_sparse_feed_is_released_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
