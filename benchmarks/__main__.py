@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 
 from benchmarks import capture, pacing, query, replay_memory, replay_speed, storage
 
@@ -21,6 +22,7 @@ def row(name: str, ours: float, base: float | None, unit: str, target: str, met:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    stolen, began = pacing.steal_s(), time.perf_counter()
     print(f"tickrec benchmarks on {platform.node()}: {os.cpu_count()} cores, "
           f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
     print(f"{'figure':38s} {'ours':>12s} {'baseline':>12s} {'ratio':>6s}  {'unit':10s} "
@@ -71,7 +73,8 @@ def main() -> None:
             print(row(f"pacing {p['speed']:g}x default: CPU vs machine limit", 100 * p["cpu"],
                       100 * p["limit_cpu"], "% CPU", "< 10 %", p["cpu"] < 0.10)
                   + f"   a task woken on the same grid (p99 {p['limit_p99_ms']:.2f} ms); "
-                    f"no task, the loop's callback alone: {p['floor_cpu']:.1%}")
+                    f"no task, the loop's callback alone: {p['floor_cpu']:.1%}; "
+                    f"the host took {p['steal']:.1%} of the CPUs meanwhile")
     q = query.run(10_000_000 if quick else 100_000_000)
     print(row(f"query VWAP scan, {q['rows'] / 1e6:.0f}M rows vs read_parquet", q["scan_per_s"],
               q["limit_per_s"], "rows/s", ">= 100,000,000/s", q["scan_per_s"] >= 1e8)
@@ -82,6 +85,10 @@ def main() -> None:
               q["first_row_ms"] < 20) + f"   new connection {q['first_row_new_ms']:.0f} ms")
     print(row("bytes per sealed trades row", q["bytes_per_row"], None, "bytes", "-", True))
     print(f"(raw frames average {st['raw_frame_len']:.0f} bytes on the wire)")
+    wall = time.perf_counter() - began
+    print(f"(the run took {wall / 60:.1f} min; the host took "
+          f"{(pacing.steal_s() - stolen) / (wall * (os.cpu_count() or 1)):.1%} of the CPUs "
+          f"meanwhile: /proc/stat steal)")
 
 
 if __name__ == "__main__":

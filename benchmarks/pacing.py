@@ -54,6 +54,17 @@ from replay.timer import NS, TimerFd
 FLOOR_WAKES = 1000
 
 
+def steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this VM since boot, over all its CPUs
+    (``/proc/stat``'s steal column); 0.0 where there is no such count."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _times(n: int) -> list[int]:
     rng = random.Random(5)
     ts, times = 0, []
@@ -231,11 +242,13 @@ def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 3) -> list[d
     Each speed replays ``n`` × speed events (the same seconds of wall time at both).
     The default mode runs ``rounds`` times, interleaved with the floors and limits of
     the module doc, and reports each figure's median over the rounds; its results also
-    hold ``bare_us``, ``loop_us``, ``limit_cpu``, ``limit_p99_ms`` and ``floor_cpu``."""
+    hold ``bare_us``, ``loop_us``, ``limit_cpu``, ``limit_p99_ms``, ``floor_cpu`` and
+    ``steal``: the share of the machine's CPU time the host took during those rounds."""
     results = []
     for speed in (1.0, 10.0):
         events = n * max(1, int(speed))
         runs: list[dict[str, Any]] = []
+        stolen, began = steal_s(), time.perf_counter()
         for _ in range(rounds):
             p = asyncio.run(_pace(speed, False, events, clock_type))
             p["bare_us"] = bare_sleep_us()
@@ -244,9 +257,10 @@ def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 3) -> list[d
             p["limit_cpu"], p["limit_p99_ms"] = limit["cpu"], limit["p99_ms"]
             p["floor_cpu"] = asyncio.run(loop_floor_pace(speed, events))
             runs.append(p)
+        stolen = (steal_s() - stolen) / ((time.perf_counter() - began) * (os.cpu_count() or 1))
         results.append({key: statistics.median(r[key] for r in runs)
                         if isinstance(runs[0][key], (int, float)) and key != "precise"
-                        else runs[0][key] for key in runs[0]})
+                        else runs[0][key] for key in runs[0]} | {"steal": stolen})
         results.append(asyncio.run(_pace(speed, True, events, clock_type)))
     return results
 

@@ -18,3 +18,16 @@ def test_the_pacing_limit_releases_every_event_never_early_on_the_same_grid() ->
     assert 0 <= limit["p99_ms"] < 1000          # lateness is never negative (never early)
     assert limit["seconds"] >= (pacing._times(n)[-1] - pacing._times(n)[0]) / 20 / 1e9
 
+
+
+def test_the_drive_records_every_events_lateness_across_pieces() -> None:
+    n = 2 * pacing.PACED_ROWS + 5               # three pieces, the last one short
+    clock = pacing.WallClock(1000.0)
+    asyncio.run(pacing._drive(clock, pacing._times(n)))
+    clock.close()
+    assert clock.lateness.count == n and min(clock.lateness.values) >= 0
+
+
+def test_steal_is_a_count_that_only_grows() -> None:
+    first = pacing.steal_s()
+    assert 0 <= first <= pacing.steal_s()
