@@ -75,6 +75,10 @@ def main() -> None:
                   + f"   a task woken on the same grid (p99 {p['limit_p99_ms']:.2f} ms); "
                     f"no task, the loop's callback alone: {p['floor_cpu']:.1%}; "
                     f"the host took {p['steal']:.1%} of the CPUs meanwhile")
+            print(row(f"pacing {p['speed']:g}x, whole replay vs pacing", 100 * p["feed_cpu"],
+                      100 * p["cpu"], "% CPU", "-", True)
+                  + f"   replay.open over the same events as trades (reading, records, "
+                    f"pacing), p99 {p['feed_p99_ms']:.2f} ms")
     q = query.run(10_000_000 if quick else 100_000_000)
     print(row(f"query VWAP scan, {q['rows'] / 1e6:.0f}M rows vs read_parquet", q["scan_per_s"],
               q["limit_per_s"], "rows/s", ">= 100,000,000/s", q["scan_per_s"] >= 1e8)

@@ -42,16 +42,22 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from array import array
+from pathlib import Path
 from typing import Any, Self
 
 from replay.clock import WINDOW_S, WallClock
-from replay.feed import PACED_ROWS
+from replay.feed import PACED_ROWS, ReplayFeed
 from replay.timer import NS, TimerFd
+from storage.atomic import write_parquet
+from storage.layout import partition_dir
+from storage.writer import to_arrow
 
 FLOOR_WAKES = 1000
+DAY0 = 1_767_225_600 * NS              # 2026-01-01T00:00Z: where feed_pace's trades start
 
 
 def steal_s() -> float:
@@ -138,6 +144,25 @@ async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock
             "max_ms": s["max_ms"], "cpu": used.cpu / used.wall, "seconds": used.wall,
             "wakeups": clock.wakeups, "blocks": used.blocks,
             "wake_us": used.cpu / max(used.blocks, 1) * 1e6}
+
+
+async def feed_pace(speed: float, n: int) -> dict[str, Any]:
+    """The same events as trades in a store, replayed with ``ReplayFeed`` at ``speed``
+    by a loop that drops them: what a whole paced replay costs (its reading thread,
+    its records and its pacing; CPU share as ``_pace``), and its p99 lateness."""
+    times = [DAY0 + t for t in _times(n)]
+    rows = [("BTCUSDT", t, None, None, "s", i, 0, 100.0, 1.0, None, "buy", None, None)
+            for i, t in enumerate(times)]
+    with tempfile.TemporaryDirectory() as root:
+        write_parquet(to_arrow("trades", rows),
+                      partition_dir(Path(root), "trades", "alltick", "2026-01-01") / "a.parquet")
+        async with ReplayFeed(root, "alltick", speed=speed) as feed:
+            with _Usage() as used:
+                async for _ in feed:
+                    pass
+            late = feed.lateness
+    assert late is not None and late.count == n
+    return {"cpu": used.cpu / used.wall, "p99_ms": late.p99_ns / 1e6}
 
 
 def _deadlines(speed: float, n: int, start: int) -> list[int]:
@@ -243,7 +268,9 @@ def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 3) -> list[d
     The default mode runs ``rounds`` times, interleaved with the floors and limits of
     the module doc, and reports each figure's median over the rounds; its results also
     hold ``bare_us``, ``loop_us``, ``limit_cpu``, ``limit_p99_ms``, ``floor_cpu`` and
-    ``steal``: the share of the machine's CPU time the host took during those rounds."""
+    ``steal``: the share of the machine's CPU time the host took during those rounds;
+    ``feed_cpu`` and ``feed_p99_ms`` are one whole replay of the same events
+    (``feed_pace``) after them."""
     results = []
     for speed in (1.0, 10.0):
         events = n * max(1, int(speed))
@@ -258,9 +285,11 @@ def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 3) -> list[d
             p["floor_cpu"] = asyncio.run(loop_floor_pace(speed, events))
             runs.append(p)
         stolen = (steal_s() - stolen) / ((time.perf_counter() - began) * (os.cpu_count() or 1))
+        whole = asyncio.run(feed_pace(speed, events))
         results.append({key: statistics.median(r[key] for r in runs)
                         if isinstance(runs[0][key], (int, float)) and key != "precise"
-                        else runs[0][key] for key in runs[0]} | {"steal": stolen})
+                        else runs[0][key] for key in runs[0]}
+                       | {"steal": stolen, "feed_cpu": whole["cpu"], "feed_p99_ms": whole["p99_ms"]})
         results.append(asyncio.run(_pace(speed, True, events, clock_type)))
     return results
 

@@ -9,16 +9,18 @@ Yields the ``schemas.events`` records (``RawRow`` for ``kind="raw"``) of
 (``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run in a
 worker thread one piece ahead of the consumer, so a day boundary or a large
 Parquet file does not stall the event loop or the pacing. The worker hands over
-``Piece``s (zero-copy Arrow slices); the records are made on the loop. Paced
-feeds build ``PACED_ROWS`` at a time, in the slack before the next event is
-due, with their deadlines (``WallClock.deadlines``): handing out an event that
-is due costs one clock reading and one lateness ``append``, no call into the
-clock (docs/benchmarks.md, "Pacing"). Unpaced feeds take pieces of ``UNPACED_ROWS`` and make their records as
-``replay.scan.RecordMaker`` judges suits the consumer (one at a time as taken
-while it drops them, so the cyclic collector does not run). Building
-Python objects in the worker instead gains nothing under the GIL and, worse,
-makes the loop wait up to the interpreter's switch interval (5 ms) whenever it
-wants the GIL back, which shows up as pacing lateness. The feed is one stream: a
+``Piece``s (zero-copy Arrow slices); the records are made on the loop, as
+``replay.scan.RecordMaker`` judges suits the consumer: one at a time as taken
+while it drops them (so the cyclic collector does not run, and a paced feed
+has no piece's worth of records to build at once, which made the first events
+of each piece late), a list per piece while it keeps them. Paced feeds take
+pieces of ``PACED_ROWS`` and their deadlines in one step from the piece's
+``ts_recv`` (``WallClock.deadlines``): handing out an event that is due costs
+one clock reading and one lateness ``append``, no call into the clock
+(docs/benchmarks.md, "Pacing"). Unpaced feeds take pieces of ``UNPACED_ROWS``.
+Building Python objects in the worker instead gains nothing under the GIL and,
+worse, makes the loop wait up to the interpreter's switch interval (5 ms)
+whenever it wants the GIL back, which shows up as pacing lateness. The feed is one stream: a
 second ``async for`` continues where the first stopped; open a new feed to
 replay again. Unpaced feeds (``speed="max"`` or the virtual clock) still yield
 to the event loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps the piece size.
@@ -64,12 +66,11 @@ class ReplayFeed:
         self.count = 0                         # events handed to the consumer
         self._source: Iterator[Piece] | None = None
         self._pending: asyncio.Future[Piece | None] | None = None
-        self._buf: list[Any] = []     # paced: the piece's records, built in the slack
         self._dues: list[int] = []    # paced: their deadlines (monotonic ns)
         self._prev_due = 0            # paced: the previous piece's last deadline
         # paced: where each release's lateness goes (the clock's statistics)
         self._late = self.clock.lateness.values if isinstance(self.clock, WallClock) else array("q")
-        self._take: Any = None        # unpaced: makes the piece's next record
+        self._take: Any = None        # makes the piece's next record
         self._i = 0                   # records of the piece handed out
         self._n = 0                   # records in the piece
         self._maker = RecordMaker(self.scan.venue)
@@ -90,7 +91,7 @@ class ReplayFeed:
         if source is not None and hasattr(source, "close"):
             source.close()
         self.clock.close()
-        self._buf, self._dues, self._take, self._i, self._n = [], [], None, 0, 0
+        self._dues, self._take, self._i, self._n = [], None, 0, 0
 
     def __aiter__(self) -> ReplayFeed:
         return self
@@ -133,12 +134,11 @@ class ReplayFeed:
                     await clock.pause(due, prev_due)
                     now = _monotonic_ns()
             self._late.append(now - due)
-            ev = self._buf[i]
-        else:
-            if self.count and not self.count % YIELD_EVERY:
-                # Yield before taking the event: a cancel here loses nothing.
-                await asyncio.sleep(0)
-            ev = self._take()
+        elif self.count and not self.count % YIELD_EVERY:
+            # Yield before taking the event: a cancel here loses nothing.
+            await asyncio.sleep(0)
+        ev = self._take()
+        if not clock.paced:
             clock.advance(ev.ts_recv)
         self._i = i + 1
         self.count += 1
@@ -180,11 +180,9 @@ class ReplayFeed:
             clock = self.clock
             if isinstance(clock, WallClock):
                 self._prev_due = self._dues[-1] if self._dues else 0
-                self._buf = piece.build(self.scan.venue)
-                self._dues = clock.deadlines([ev.ts_recv for ev in self._buf])
+                self._dues = clock.deadlines(piece.ts_recv())
                 clock.lateness.make_room(len(self._dues))
-            else:
-                self._take = iter(self._maker.make(piece)).__next__
+            self._take = iter(self._maker.make(piece)).__next__
             self._i, self._n = 0, len(piece)
             return
 

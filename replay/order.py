@@ -142,6 +142,14 @@ class Piece:
         nexts = [iter(cols.build(venue, idx) if n else ()).__next__ for cols, idx, n in self.picks]
         return [nexts[p]() for p in self.which]
 
+    def ts_recv(self) -> list[int]:
+        """Each position's ``ts_recv`` (int ns), in order, without making the records."""
+        if self.which is None:
+            cols, idx, _ = self.picks[0]
+            return cols.ts_recv(idx)
+        nexts = [iter(cols.ts_recv(idx) if n else ()).__next__ for cols, idx, n in self.picks]
+        return [nexts[p]() for p in self.which]
+
     def records(self, venue: str) -> Iterator[Any]:
         """The records of ``build``, made one at a time as they are taken
         (``Columns.records`` per part, interleaved by ``which``)."""

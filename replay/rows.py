@@ -359,6 +359,10 @@ class Columns:
         with _gc_paused():
             return BUILDERS[self.name](venue, *[pick(idx) for pick in self._pickers])
 
+    def ts_recv(self, idx: Any = _ALL) -> list[int]:
+        """The ``ts_recv`` (int ns) of rows ``idx``, in that order, without their records."""
+        return list(self._pickers[RECORD_COLUMNS[self.name].index("ts_recv")](idx))
+
     def records(self, venue: str, idx: Any = _ALL) -> Iterator[Any]:
         """The records of ``build``, made one at a time as they are taken (the column
         values are gathered here, at once). A consumer that drops each record before

@@ -252,3 +252,15 @@ def test_rolled_files_in_arrival_order_give_the_whole_day_order(evs: list[Any],
         batches = pa.Table.from_batches(list(scan.iter_batches(batch_rows=4)), schema=scan.schema())
         assert batches.column("table").to_pylist() == [e.TABLE for e in ordered]
         assert batches.column("ts_recv").cast(pa.int64()).to_pylist() == [e.ts_recv for e in ordered]
+
+
+def test_a_pieces_ts_recv_is_its_records_ts_recv(tmp_path: Path) -> None:
+    """What a paced feed reads its deadlines from, without making the records: every
+    table interleaved (pieces with ``which``), two days, pieces of 7 rows."""
+    events = make_events()
+    write_sealed(tmp_path, events)
+    pieces = list(Scan(tmp_path, VENUE).iter_pieces(7))
+    assert any(p.which is not None for p in pieces)
+    for piece in pieces:
+        assert piece.ts_recv() == [e.ts_recv for e in piece.build(VENUE)]
+    assert sum(len(p) for p in pieces) == len(events)
