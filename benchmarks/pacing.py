@@ -262,7 +262,7 @@ async def loop_pass_us(wakes: int = FLOOR_WAKES, period: float = 0.001) -> float
     return (time.process_time() - cpu0) / wakes * 1e6
 
 
-def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 3) -> list[dict[str, Any]]:
+def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 5) -> list[dict[str, Any]]:
     """Default and precise mode at 1x and 10x; ``clock_type`` to compare another clock.
     Each speed replays ``n`` × speed events (the same seconds of wall time at both).
     The default mode runs ``rounds`` times, interleaved with the floors and limits of
