@@ -20,10 +20,11 @@ one clock reading and one lateness ``append``, no call into the clock
 (docs/benchmarks.md, "Pacing"). Unpaced feeds take pieces of ``UNPACED_ROWS``.
 Building Python objects in the worker instead gains nothing under the GIL and,
 worse, makes the loop wait up to the interpreter's switch interval (5 ms)
-whenever it wants the GIL back, which shows up as pacing lateness. The feed is one stream: a
-second ``async for`` continues where the first stopped; open a new feed to
-replay again. Unpaced feeds (``speed="max"`` or the virtual clock) still yield
-to the event loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps the piece size.
+whenever it wants the GIL back, which shows up as pacing lateness. The feed is
+one stream: a second ``async for`` continues where the first stopped; open a
+new feed to replay again. Unpaced feeds (``speed="max"`` or the virtual clock)
+still yield to the event loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps
+the piece size.
 """
 
 from __future__ import annotations
@@ -134,11 +135,12 @@ class ReplayFeed:
                     await clock.pause(due, prev_due)
                     now = _monotonic_ns()
             self._late.append(now - due)
-        elif self.count and not self.count % YIELD_EVERY:
-            # Yield before taking the event: a cancel here loses nothing.
-            await asyncio.sleep(0)
-        ev = self._take()
-        if not clock.paced:
+            ev = self._take()
+        else:
+            if self.count and not self.count % YIELD_EVERY:
+                # Yield before taking the event: a cancel here loses nothing.
+                await asyncio.sleep(0)
+            ev = self._take()
             clock.advance(ev.ts_recv)
         self._i = i + 1
         self.count += 1
