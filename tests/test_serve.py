@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from replay.serve import ReplayServer
 from storage.writer import to_arrow
 from storage.layout import date_of
-from tests.helpers import LoopLag, read_table, until
+from tests.helpers import HANG_S, LoopLag, read_table, until
 from tests.serve_util import (CASES, FAST, comparable, data_frames, fast_alltick, record_served,
                               store)
 
@@ -182,26 +182,31 @@ async def test_two_clients_get_exactly_their_own_frames(
     assert server.stats.started == 2 and server.stats.finished == 2
 
 
+@pytest.mark.timeout(300)        # two waits of up to HANG_S each (1.6 s in all when quiet)
 async def test_a_slow_client_waits_without_delaying_another_or_growing_memory(
         tmp_path: Path) -> None:
     payloads = synthetic_store(tmp_path, [1] * 8000, ["A.US"], pad=1500)    # 8000 x 1.7 kB
     queue = 64
-    async with ReplayServer(tmp_path, "alltick", speed="max", queue_frames=queue) as server:
+    # the clients send no heartbeat: AllTick's 30 s idle close would end a replay that a
+    # starved machine has not finished by then, as if it had ended
+    async with ReplayServer(tmp_path, "alltick", speed="max", queue_frames=queue,
+                            options={"idle_timeout": 2 * HANG_S}) as server:
         async with connect(server.url, max_queue=4) as slow:
             await slow.send(subscribe(["A.US"]))
             await slow.recv()                              # the ack; then it stops reading
-            while server.stats.started < 1:
-                await asyncio.sleep(0.01)
+            await until(lambda: server.stats.started >= 1, HANG_S, "the slow client's replay")
             async with connect(server.url) as fast:
                 await fast.send(subscribe(["A.US"]))
-                got_fast = await asyncio.wait_for(take_pushes(fast), 30)
+                got_fast = await asyncio.wait_for(take_pushes(fast), HANG_S)
+                assert fast.close_reason == "end of replay"
             assert len(got_fast) == len(payloads)
             # the slow client's replay is paused, not dropped, and its queue stays bounded
             [conn] = [c for c in server.server.clients]
             assert conn.queue.qsize() <= queue
             assert server.stats.per_client[0] < len(payloads)
             assert server.stats.finished == 1
-            got_slow = await asyncio.wait_for(take_pushes(slow), 30)
+            got_slow = await asyncio.wait_for(take_pushes(slow), HANG_S)
+            assert slow.close_reason == "end of replay"
     assert [m.encode() for m in got_slow] == payloads
     assert server.stats.finished == 2
 
