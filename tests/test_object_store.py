@@ -22,7 +22,6 @@ from storage.journal import read_journal
 from replay.serve import ReplayServer
 from tests.helpers import read_table, record_sim
 from tests.serve_util import FAST, data_frames, fast_alltick, record_served
-from tests.s3server import moto_endpoint, s3_env  # noqa: F401 - fixtures
 from tickrec.cli import main
 
 TABLES = ("raw", "trades", "book", "tickers", "gaps", "sessions")

@@ -21,7 +21,7 @@ from storage.compact import SealOptions, day_state, recover_seals, seal_day, uns
 from storage.fs import StoreRoot
 from storage.liveset import manifest_rel
 from tests.helpers import record_across_midnight
-from tests.s3server import S3_ENV, moto_process  # noqa: F401 - fixture
+from tests.s3server import S3_ENV
 from tickrec.cli import main
 
 D1, D2 = "2024-03-10", "2024-03-11"
