@@ -261,9 +261,9 @@ def test_a_second_seal_on_the_same_store_is_refused_in_one_line(s3_env: dict[str
                                  "expires_ns": time.time_ns() + 60 * 10**9})
     res = CliRunner().invoke(main, ["compact", "--root", s3_env["root"], "--date", "2024-01-02"])
     assert res.exit_code == 1
-    assert res.output.strip().splitlines() == [
+    assert res.output.strip().splitlines() == [(
         f"tickrec: error: another seal is running on {s3_env['root']} (host elsewhere, pid 1); "
-        "its lease manifests/.seal-lease.json expires within 60 minutes"]
+        "its lease manifests/.seal-lease.json expires within 60 minutes")]
     assert store.read_json(LEASE_REL)["owner"] == "other"            # left alone
 
 

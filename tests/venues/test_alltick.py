@@ -108,8 +108,9 @@ def test_subscribe_replaces_and_cancel_clears() -> None:
 
 
 def test_unparseable_frame_is_one_rejected_gap() -> None:
-    for bad in [b"\xff\xfe", b"[1,2]", b'{"cmd_id":22998}', b'{"cmd_id":22998,"data":{"code":"A",'
-                b'"price":"abc"}}', b'{"cmd_id":12345}', b"x" * (2 << 20)]:
+    for bad in [b"\xff\xfe", b"[1,2]", b'{"cmd_id":22998}',
+                b'{"cmd_id":22998,"data":{"code":"A","price":"abc"}}', b'{"cmd_id":12345}',
+                b"x" * (2 << 20)]:
         [ev] = AllTickDecoder("s").feed(rec(0, bad))
         assert isinstance(ev, Gap) and ev.kind == "rejected" and ev.detail
         assert "\n" not in ev.detail

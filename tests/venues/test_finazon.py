@@ -87,8 +87,8 @@ def test_publisher_instead_of_dataset_and_stray_spaces() -> None:
 @pytest.mark.parametrize("message, kind", [
     ('{"status":"error","message":"Invalid API key"}', "fatal"),
     ('{"status":"error","message":"apikey is missing"}', "fatal"),
-    ('{"event":"subscribe","status":"error","message":"Unknown tickers: FOO/BAR",'
-     '"data":["FOO/BAR"],"request_id":3}', "error"),
+    (('{"event":"subscribe","status":"error","message":"Unknown tickers: FOO/BAR",'
+      '"data":["FOO/BAR"],"request_id":3}'), "error"),
     ('{"status":"error","message":"Already subscribed: BTC/USDT"}', "error"),
     ('{"status":"error"}', "error"),
 ])

@@ -168,10 +168,10 @@ def test_unparseable_frames_are_one_rejected_gap() -> None:
                 b'{"channel":"order-book","symbolName":"A","data":{"Buy":{}}}',
                 b'{"channel":"ohlcv-last-1m","symbolName":"A","data":{"open":1}}',
                 b'{"channel":"aggregate","symbolName":"A","timestamp":"yesterday","data":{}}',
-                b'{"channel":"aggregate","symbolName":"A","timestamp":"9999-01-01T00:00:00",'
-                b'"data":{}}',
-                b'{"channel":"best-limit","symbolName":"A","data":{"1":{"buy_price":1,'
-                b'"buy_order_count":99999999999999999999}}}',
+                (b'{"channel":"aggregate","symbolName":"A","timestamp":"9999-01-01T00:00:00",'
+                 b'"data":{}}'),
+                (b'{"channel":"best-limit","symbolName":"A","data":{"1":{"buy_price":1,'
+                 b'"buy_order_count":99999999999999999999}}}'),
                 b'{"channel":"IME Stream","contractName":"A","data":{"Aggregate":[]}}']:
         [ev] = decoder().feed(rec(0, bad))
         assert isinstance(ev, Gap) and ev.kind == "rejected" and ev.detail and "\n" not in ev.detail

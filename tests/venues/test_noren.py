@@ -142,10 +142,12 @@ def test_vendor_depth_snapshots_and_updates() -> None:
 
 def test_the_vendor_documents_wrapped_text_is_rejected_never_a_crash() -> None:
     # literal lines of jainam-noren.txt, as broken by the page: kept raw, one rejected gap each
-    literal = ['{"t":"tk","pp":"2","ml":"1","e":"NFO","tk":"54957","ts":"NIFTY28JUL22C16600",'
-               '"ls":"50","ti":"0.05","c":', '42.20","lp":"84.00","pc":"99.05","ft":"1658911102"',
-               '"7522.00","ft":"1658911100","v":"469","oi":"429","bp1":"7564.00","sp1":"7567.00",'
-               '"bq1":"1","sq1":"', 'bo2":"9","so2":"8","bo3":"22","so3":"12"}']
+    literal = [('{"t":"tk","pp":"2","ml":"1","e":"NFO","tk":"54957","ts":"NIFTY28JUL22C16600",'
+                '"ls":"50","ti":"0.05","c":'),
+               '42.20","lp":"84.00","pc":"99.05","ft":"1658911102"',
+               ('"7522.00","ft":"1658911100","v":"469","oi":"429","bp1":"7564.00","sp1":"7567.00",'
+                '"bq1":"1","sq1":"'),
+               'bo2":"9","so2":"8","bo3":"22","so3":"12"}']
     s = Session()
     for line in literal:
         [gap] = s.feed(line)
