@@ -90,7 +90,7 @@ def test_kill_9_at_random_points_and_restart_loses_nothing(tmp_path: Path) -> No
         wait_journaled(journal, lambda recs: sum(b'"cmd_id":22998' in r.payload
                                                  for r in recs) >= 500, old=old, proc=final)
         final.send_signal(signal.SIGTERM)
-        out, err = final.communicate(timeout=90)
+        _out, err = final.communicate(timeout=90)
         assert final.returncode == 0, err
         assert "Traceback" not in err
     finally:
@@ -141,6 +141,6 @@ def test_kill_9_at_random_points_and_restart_loses_nothing(tmp_path: Path) -> No
 
     check = subprocess.run([sys.executable, "-m", "tickrec", "verify", "--root", root],
                            cwd=REPO, capture_output=True, text=True, timeout=120,
-                           env=child_env())
+                           env=child_env(), check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip().endswith("ok")

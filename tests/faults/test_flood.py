@@ -94,15 +94,17 @@ async def test_a_slow_live_consumer_slows_the_reading_and_misses_nothing(tmp_pat
     from recorder import connect
     from replay.sim.server import Simulator, make_adapter
     maxsize, got, peak = 32, [], 0
-    async with Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=400) as sim:
-        async with connect("alltick", url=sim.url, symbols=["AAPL.US", "700.HK"],
-                           root=tmp_path / "live", maxsize=maxsize, flush_seconds=1.0) as feed:
-            async for ev in feed:
-                got.append(ev)
-                peak = max(peak, feed._queue.qsize())
-                await asyncio.sleep(0.005)              # slower than 400 frames/s
-                if len(got) >= 150:
-                    break
+    async with (
+        Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=400) as sim,
+        connect("alltick", url=sim.url, symbols=["AAPL.US", "700.HK"],
+                root=tmp_path / "live", maxsize=maxsize, flush_seconds=1.0) as feed,
+    ):
+        async for ev in feed:
+            got.append(ev)
+            peak = max(peak, feed._queue.qsize())
+            await asyncio.sleep(0.005)              # slower than 400 frames/s
+            if len(got) >= 150:
+                break
     assert peak <= maxsize
     stored = sorted(read_table(tmp_path / "live", "trades") + read_table(tmp_path / "live", "book")
                     + read_table(tmp_path / "live", "gaps"),
