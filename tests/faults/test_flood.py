@@ -8,6 +8,8 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,22 @@ def rss_bytes() -> int:
     return 0
 
 
+@contextmanager
+def blast_server(n: int) -> Iterator[str]:
+    """``benchmarks.blast`` in its own process, sending ``n`` frames to the first client
+    as fast as the socket takes them; yields its URL and stops it on the way out."""
+    blast = subprocess.Popen([sys.executable, "-m", "benchmarks.blast", str(n)],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        assert blast.stdout is not None
+        yield blast.stdout.readline().strip()
+    finally:
+        blast.terminate()
+        blast.wait(10)
+        if blast.stdout is not None:
+            blast.stdout.close()
+
+
 async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_dropped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A separate process sends frames as fast as the socket takes them; each Parquet
@@ -45,11 +63,7 @@ async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_droppe
         return real(self, batch)
 
     monkeypatch.setattr(Capture, "publish", slow_publish)
-    blast = subprocess.Popen([sys.executable, "-m", "benchmarks.blast", str(n)],
-                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
-    try:
-        assert blast.stdout is not None
-        url = blast.stdout.readline().strip()
+    with blast_server(n) as url:
         rec = Recorder("alltick", url, ["AAPL.US", "700.HK", "TSLA.US", "BTCUSDT"], tmp_path,
                        flush_rows=flush_rows, flush_seconds=3600, reconnect_min=0.2)
         task = asyncio.create_task(rec.run())
@@ -73,11 +87,6 @@ async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_droppe
             sampler.cancel()
             rec.stop()
             await asyncio.wait_for(task, 30)
-    finally:
-        blast.terminate()
-        blast.wait(10)
-        if blast.stdout is not None:
-            blast.stdout.close()
     assert rec.max_buffered_rows == 2 * flush_rows
     assert peak["rows"] <= rec.max_buffered_rows + 8, peak     # a frame adds a few rows
     assert peak["journal"] <= 2048 + 64, peak
