@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +15,23 @@ import pyarrow.dataset as ds
 from recorder.capture import RecvClock
 from recorder.live import Recorder
 from replay.sim.server import Simulator, make_adapter
+
+# A deadline that only a hang reaches: what a test waits for (frames, a process's exit)
+# comes in seconds on a quiet machine, and the suite's own timeout is 120 s.
+HANG_S = 90.0
+
+# The interpreter's tracing switches. A child inheriting them runs many times slower
+# (PYTHONTRACEMALLOC: about 10x), so a test's own processes are started without them.
+TRACING_VARS = ("PYTHONTRACEMALLOC", "PYTHONMALLOC", "PYTHONMALLOCSTATS",
+                "PYTHONPROFILEIMPORTTIME")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment without ``TRACING_VARS``, plus ``extra``: for the
+    ``tickrec`` processes a test starts."""
+    env = {k: v for k, v in os.environ.items() if k not in TRACING_VARS}
+    env.update(extra)
+    return env
 
 
 class MidnightClock(RecvClock):

@@ -104,7 +104,7 @@ def test_verify_passes_then_catches_a_changed_row(store: Path, tmp_path: Path) -
     assert code == 0 and out.strip().endswith("ok")
     copy = tmp_path / "copy"
     os.system(f"cp -r {store} {copy}")
-    victim = sorted(copy.glob("trades/venue=alltick/date=*/*.parquet"))[0]
+    victim = min(copy.glob("trades/venue=alltick/date=*/*.parquet"))
     table = pq.read_table(victim)
     price = table.column("price").to_pylist()
     price[0] = (price[0] or 0) + 1.0

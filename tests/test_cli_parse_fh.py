@@ -7,8 +7,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tests.venues.test_finazon import (DOC_CANDLE, DOC_HEARTBEAT_OK, DOC_RESET_OK, DOC_SUBSCRIBE_OK,
-                                       DOC_UNSUBSCRIBE_OK)
+from tests.venues.test_finazon import (
+    DOC_CANDLE,
+    DOC_HEARTBEAT_OK,
+    DOC_RESET_OK,
+    DOC_SUBSCRIBE_OK,
+    DOC_UNSUBSCRIBE_OK,
+)
 from tests.venues.test_hedgetech import DOC_IME_NAME, NOON_TEHRAN, TSE_AGGREGATE
 from tickrec.cli import main
 

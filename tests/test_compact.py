@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 D1, D2 = "2024-03-10", "2024-03-11"
-MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=UTC).timestamp()) * 1_000_000_000
 SMALL = SealOptions(row_group_rows=256, file_rows=1024)
 
 
@@ -148,7 +148,7 @@ def test_a_listing_that_lacks_sealed_files_seals_nothing(
     sealed files it names are missing from the listing while a late file is in it.
     Sealing the late file alone would write a manifest that drops the sealed files
     (their rows gone for readers, the files deleted as garbage); the seal refuses."""
-    import storage.compact as compact
+    from storage import compact
     root = tmp_path / "s"
     shutil.copytree(template, root)
     assert seal_day(root, D1, options=SMALL).ok
@@ -179,7 +179,7 @@ def test_a_check_failure_switches_nothing(template: Path, tmp_path: Path) -> Non
     root = tmp_path / "s"
     shutil.copytree(template, root)
     # lose one raw file of D1: the journal says there were more records that day
-    victim = sorted((root / "raw" / "venue=alltick" / f"date={D1}").glob("*.parquet"))[0]
+    victim = min((root / "raw" / "venue=alltick" / f"date={D1}").glob("*.parquet"))
     victim.unlink()
     files_before = sorted(root.rglob("*.parquet"))
     report = seal_day(root, D1, options=SMALL)
@@ -300,7 +300,7 @@ def test_a_sealed_day_answers_one_symbol_one_hour_from_few_row_groups(tmp_path: 
     assert symbol_hits <= 3 and symbol_hits / groups < 0.1        # 2,400 rows: 2-3 groups
     assert 1 <= both_hits <= symbol_hits
     # and DuckDB answers the query (its scan skips groups by the same statistics)
-    t0, t1 = (datetime.fromtimestamp(t / 1e9, timezone.utc).isoformat() for t in (hour0, hour1))
+    t0, t1 = (datetime.fromtimestamp(t / 1e9, UTC).isoformat() for t in (hour0, hour1))
     sql = (f"SELECT count(*) AS n FROM trades WHERE symbol = 'S017' "
            f"AND ts_recv >= '{t0}'::TIMESTAMPTZ_NS AND ts_recv < '{t1}'::TIMESTAMPTZ_NS")
     assert run_query(tmp_path, sql).to_pylist()[0]["n"] == 100

@@ -56,7 +56,7 @@ def test_sigkill_mid_capture_loses_nothing_that_reached_the_journal(tmp_path: Pa
             g["symbol"] for g in read_table(tmp_path, "gaps") if g["kind"] == "disconnect"
         } == {"AAPL.US", "700.HK"}, 60, "disconnect gaps of both symbols", second)
         second.send_signal(signal.SIGTERM)
-        out, err = second.communicate(timeout=60)
+        _out, err = second.communicate(timeout=60)
         assert second.returncode == 0, err
         assert "recovered run" in err
     finally:

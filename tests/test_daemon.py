@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tests.helpers import MidnightClock, read_table
 from tickrec.verify import verify
 
 D1, D2 = "2024-03-10", "2024-03-11"
-MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=UTC).timestamp()) * 1_000_000_000
 KEY = "FZKEY-daemon-5b1e9a"
 SMALL = SealOptions(row_group_rows=256, file_rows=2048)
 

@@ -40,12 +40,11 @@ def test_exact_accounting_with_partial_subscription_windows(
     """Between the first and the last frame seen while contiguous, every number is
     either delivered or counted missing, whatever the windows of partial subscription."""
     tr = SequenceTracker()
-    seq, ts, missing = 0, 0, 0
+    seq, missing = 0, 0
     delivered: list[int] = []
     contiguous_seqs: list[int] = []
-    for jump, contiguous in steps:
+    for ts, (jump, contiguous) in enumerate(steps, start=1):
         seq += jump
-        ts += 1
         for g in tr.observe("A", "A", seq, ts, contiguous=contiguous):
             missing += g.missing or 0
         delivered.append(seq)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from storage.compact import SealOptions, manifest_path, seal_day
 from tests.helpers import read_table, record_across_midnight
 
 D1 = "2024-03-10"
-MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
 def test_a_capture_stalled_before_its_first_push_still_has_every_table_on_both_days(

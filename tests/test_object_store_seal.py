@@ -7,7 +7,7 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,15 @@ from click.testing import CliRunner
 
 from replay.scan import Scan
 from storage.catalog import run_query
-from storage.compact import SealOptions, day_state, recover_seals, seal_day, unsealed_days
+from storage.compact import SealOptions, day_state, seal_day, unsealed_days
 from storage.fs import StoreRoot
 from storage.liveset import manifest_rel
 from tests.helpers import record_across_midnight
-from tests.s3server import S3_ENV, moto_process  # noqa: F401 - fixture
+from tests.s3server import S3_ENV
 from tickrec.cli import main
 
 D1, D2 = "2024-03-10", "2024-03-11"
-MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+MIDNIGHT = int(datetime(2024, 3, 11, tzinfo=UTC).timestamp()) * 1_000_000_000
 SMALL = SealOptions(row_group_rows=256, file_rows=1024)
 SECRET = "s3cret-Seal-Never-Stored-51c2"
 TABLES = ("raw", "trades", "book", "gaps", "sessions")
@@ -240,7 +240,7 @@ def test_a_crash_at_every_step_of_the_s3_seal_leaves_old_or_new(
 
 def test_readers_that_listed_before_a_seal_read_again_after_its_deletes(
         store: StoreRoot, monkeypatch: pytest.MonkeyPatch) -> None:
-    import storage.catalog as catalog
+    from storage import catalog
     want = counts(store)
     sql = "SELECT count(*) AS n, count(DISTINCT (session, frame)) AS k FROM raw"
     rows = run_query(store, sql).to_pylist()[0]

@@ -86,7 +86,7 @@ async def test_a_stall_shorter_than_the_watchdog_is_one_stale_gap(tmp_path: Path
     # 40 virtual seconds per real second; stale after 1.5 x the 1 s frequency (1.5 s of
     # wall time); the stall is 2.5 s, the watchdog (45 s) never fires
     async with LoopLag() as lag:        # a starved loop reads the frames around it late
-        sim, rec = await record_sim(tmp_path, SYMBOLS, venue="finazon", rate=40, steps=180,
+        _sim, rec = await record_sim(tmp_path, SYMBOLS, venue="finazon", rate=40, steps=180,
                                     adapter_options={"bar_seconds": 60}, faults="stall@40:2.5",
                                     options={"stale_factor": 1.5})
     assert rec.connections == 1

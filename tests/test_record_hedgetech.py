@@ -61,7 +61,7 @@ async def test_ime_snapshots_become_book_and_tickers_rows(tmp_path: Path) -> Non
 async def test_tse_channels_map_to_book_bars_and_tickers(tmp_path: Path) -> None:
     symbols = ["فملی", "خودرو"]
     channels = "best-limit,order-book,ohlcv-last-1m,aggregate,contract-info"
-    sim, rec = await record_sim(tmp_path, symbols, venue="hedgetech", rate=150, steps=240,
+    sim, _rec = await record_sim(tmp_path, symbols, venue="hedgetech", rate=150, steps=240,
                                 adapter_options={"path": TSE_PATH},
                                 options={**ALWAYS_OPEN, "channels": channels})
     rows = {t: read_table(tmp_path, t) for t in ("book", "bars", "tickers")}
@@ -79,7 +79,7 @@ async def test_tse_channels_map_to_book_bars_and_tickers(tmp_path: Path) -> None
 
 
 async def test_other_drops_reconnect_and_are_disconnect_gaps(tmp_path: Path) -> None:
-    sim, rec = await record_sim(tmp_path, CONTRACTS, venue="hedgetech", rate=200, steps=300,
+    _sim, rec = await record_sim(tmp_path, CONTRACTS, venue="hedgetech", rate=200, steps=300,
                                 faults="disconnect@120", options=ALWAYS_OPEN)
     sessions = read_table(tmp_path, "sessions")
     assert rec.connections == 2 == len(sessions)
@@ -115,7 +115,7 @@ async def test_close_1008_stops_the_feed_with_one_session_and_no_retry(tmp_path:
 async def test_a_stall_shorter_than_the_watchdog_is_one_stale_gap(tmp_path: Path) -> None:
     # each contract updates every 10 ms; stale after 1.5 s; the stall lasts 2.5 s
     async with LoopLag() as lag:        # a starved loop reads the frames around it late
-        sim, rec = await record_sim(tmp_path, CONTRACTS, venue="hedgetech", rate=200, steps=900,
+        _sim, rec = await record_sim(tmp_path, CONTRACTS, venue="hedgetech", rate=200, steps=900,
                                     faults="stall@200:2.5",
                                     options={**ALWAYS_OPEN, "stale_after": 1.5})
     assert rec.connections == 1

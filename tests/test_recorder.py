@@ -69,7 +69,7 @@ async def test_bad_token_stops_the_feed_without_a_reconnect_loop(tmp_path: Path)
 
 
 async def test_half_open_connection_is_noticed_by_the_watchdog(tmp_path: Path) -> None:
-    sim, rec = await record_sim(tmp_path, SYMBOLS, rate=300, steps=1800, faults="stall@600:4",
+    _sim, rec = await record_sim(tmp_path, SYMBOLS, rate=300, steps=1800, faults="stall@600:4",
                                 idle_timeout=1.5)
     sessions = read_table(tmp_path, "sessions")
     assert rec.connections >= 2

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,7 @@ def test_start_end_half_open_in_every_form(store: tuple[Path, list[Any]]) -> Non
     assert jsons(replay_sync(root, VENUE, start=start, end=end)) == want
     iso = ("2024-05-01T23:59:59.950Z", "2024-05-02T00:00:00.050000000Z")
     assert jsons(replay_sync(root, VENUE, start=iso[0], end=iso[1])) == want
-    as_dt = (datetime(2024, 5, 1, 23, 59, 59, 950000, tzinfo=timezone.utc),
+    as_dt = (datetime(2024, 5, 1, 23, 59, 59, 950000, tzinfo=UTC),
              datetime(2024, 5, 2, 0, 0, 0, 50000))                   # naive = UTC
     assert jsons(replay_sync(root, VENUE, start=as_dt[0], end=as_dt[1])) == want
     plus2 = "2024-05-02T02:00:00.05+02:00"
@@ -461,7 +461,7 @@ def test_both_feeds_satisfy_the_protocol(tmp_path: Path, store: tuple[Path, list
     assert issubclass(ReplayFeed, Feed) and issubclass(LiveFeed, Feed)
     live = LiveFeed(VENUE, "ws://127.0.0.1:9/", ["BTCUSDT"], tmp_path)
     assert isinstance(live, Feed)
-    assert abs(live.now() - datetime.now(timezone.utc).timestamp() * 1e9) < 5e9
+    assert abs(live.now() - datetime.now(UTC).timestamp() * 1e9) < 5e9
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -22,11 +22,18 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from replay.serve import ReplayServer
-from storage.writer import to_arrow
 from storage.layout import date_of
-from tests.helpers import LoopLag, read_table, until
-from tests.serve_util import (CASES, FAST, comparable, data_frames, fast_alltick, record_served,
-                              store)
+from storage.writer import to_arrow
+from tests.helpers import HANG_S, LoopLag, read_table, until
+from tests.serve_util import (
+    CASES,
+    FAST,
+    comparable,
+    data_frames,
+    fast_alltick,
+    record_served,
+    store,
+)
 
 TABLES = ("trades", "book", "tickers", "bars", "gaps")
 
@@ -106,12 +113,12 @@ async def take_pushes(ws: Any, arrivals: list[float] | None = None,
 async def test_speed_10_shrinks_the_recorded_spacing_tenfold(tmp_path: Path) -> None:
     gaps = [40, 120, 300, 80, 500, 60, 200, 700, 100, 400] * 2    # 5.4 s in all
     payloads = synthetic_store(tmp_path, gaps, ["A.US"])
-    async with LoopLag() as lag, ReplayServer(tmp_path, "alltick", speed=10) as server:
-        async with connect(server.url) as ws:
-            await ws.send(subscribe(["A.US"]))
-            arrivals: list[float] = []
-            got = await asyncio.wait_for(take_pushes(ws, arrivals), 10)
-            assert ws.close_code == 1000 and ws.close_reason == "end of replay"
+    async with (LoopLag() as lag, ReplayServer(tmp_path, "alltick", speed=10) as server,
+                connect(server.url) as ws):
+        await ws.send(subscribe(["A.US"]))
+        arrivals: list[float] = []
+        got = await asyncio.wait_for(take_pushes(ws, arrivals), 10)
+        assert ws.close_code == 1000 and ws.close_reason == "end of replay"
     assert [m.encode() for m in got] == payloads
     # loosely: each frame arrives when its recorded offset / 10 says (never early, a
     # little late at most), so the whole span is the recorded span / 10. Times are
@@ -129,24 +136,24 @@ async def test_subscribe_replaces_and_cancel_stops_when_the_frames_are_due(
     loaded machine room to send the replace and the cancel long before its end."""
     payloads = synthetic_store(tmp_path, [50] * 400, ["A.US", "B.US"])
     a_frames, b_frames = payloads[0::2], payloads[1::2]
-    async with ReplayServer(tmp_path, "alltick", speed=1, options=FAST) as server:
-        async with connect(server.url) as ws:
-            replies: list[Any] = []
-            pushes: list[str] = []
-            reader = asyncio.create_task(take_pushes(ws, replies=replies, out=pushes))
-            await ws.send(subscribe(["A.US"], seq_id=1))
-            await until(lambda: len(pushes) >= 6, 30, "six frames of A")
-            await ws.send(subscribe(["B.US"], seq_id=2))        # AllTick: replaces the list
-            await ws.send(json.dumps({"cmd_id": 22000, "seq_id": 9, "trace": "hb",
-                                      "data": {}}))             # a heartbeat meanwhile
-            await until(lambda: sum('"B.US"' in m for m in pushes) >= 6, 30, "six frames of B")
-            await ws.send(json.dumps({"cmd_id": 22006, "seq_id": 3, "trace": "t3",
-                                      "data": {"cancel_type": 0}}))
-            await until(lambda: len(replies) == 4, 30, "the cancel's reply")
-            after_cancel = len(pushes)    # the reply follows every frame queued before it
-            await asyncio.sleep(0.5)      # (a window for a frame after the cancel to show)
-            await ws.close()
-            got = [m.encode() for m in await asyncio.wait_for(reader, 10)]
+    async with (ReplayServer(tmp_path, "alltick", speed=1, options=FAST) as server,
+                connect(server.url) as ws):
+        replies: list[Any] = []
+        pushes: list[str] = []
+        reader = asyncio.create_task(take_pushes(ws, replies=replies, out=pushes))
+        await ws.send(subscribe(["A.US"], seq_id=1))
+        await until(lambda: len(pushes) >= 6, 30, "six frames of A")
+        await ws.send(subscribe(["B.US"], seq_id=2))        # AllTick: replaces the list
+        await ws.send(json.dumps({"cmd_id": 22000, "seq_id": 9, "trace": "hb",
+                                  "data": {}}))             # a heartbeat meanwhile
+        await until(lambda: sum('"B.US"' in m for m in pushes) >= 6, 30, "six frames of B")
+        await ws.send(json.dumps({"cmd_id": 22006, "seq_id": 3, "trace": "t3",
+                                  "data": {"cancel_type": 0}}))
+        await until(lambda: len(replies) == 4, 30, "the cancel's reply")
+        after_cancel = len(pushes)    # the reply follows every frame queued before it
+        await asyncio.sleep(0.5)      # (a window for a frame after the cancel to show)
+        await ws.close()
+        got = [m.encode() for m in await asyncio.wait_for(reader, 10)]
     assert len(got) == after_cancel               # nothing after the cancel's reply
     a_got = [m for m in got if b'"A.US"' in m]
     b_got = [m for m in got if b'"B.US"' in m]
@@ -182,26 +189,31 @@ async def test_two_clients_get_exactly_their_own_frames(
     assert server.stats.started == 2 and server.stats.finished == 2
 
 
+@pytest.mark.timeout(300)        # two waits of up to HANG_S each (1.6 s in all when quiet)
 async def test_a_slow_client_waits_without_delaying_another_or_growing_memory(
         tmp_path: Path) -> None:
     payloads = synthetic_store(tmp_path, [1] * 8000, ["A.US"], pad=1500)    # 8000 x 1.7 kB
     queue = 64
-    async with ReplayServer(tmp_path, "alltick", speed="max", queue_frames=queue) as server:
-        async with connect(server.url, max_queue=4) as slow:
-            await slow.send(subscribe(["A.US"]))
-            await slow.recv()                              # the ack; then it stops reading
-            while server.stats.started < 1:
-                await asyncio.sleep(0.01)
-            async with connect(server.url) as fast:
-                await fast.send(subscribe(["A.US"]))
-                got_fast = await asyncio.wait_for(take_pushes(fast), 30)
-            assert len(got_fast) == len(payloads)
-            # the slow client's replay is paused, not dropped, and its queue stays bounded
-            [conn] = [c for c in server.server.clients]
-            assert conn.queue.qsize() <= queue
-            assert server.stats.per_client[0] < len(payloads)
-            assert server.stats.finished == 1
-            got_slow = await asyncio.wait_for(take_pushes(slow), 30)
+    # the clients send no heartbeat: AllTick's 30 s idle close would end a replay that a
+    # starved machine has not finished by then, as if it had ended
+    async with (ReplayServer(tmp_path, "alltick", speed="max", queue_frames=queue,
+                             options={"idle_timeout": 2 * HANG_S}) as server,
+                connect(server.url, max_queue=4) as slow):
+        await slow.send(subscribe(["A.US"]))
+        await slow.recv()                              # the ack; then it stops reading
+        await until(lambda: server.stats.started >= 1, HANG_S, "the slow client's replay")
+        async with connect(server.url) as fast:
+            await fast.send(subscribe(["A.US"]))
+            got_fast = await asyncio.wait_for(take_pushes(fast), HANG_S)
+            assert fast.close_reason == "end of replay"
+        assert len(got_fast) == len(payloads)
+        # the slow client's replay is paused, not dropped, and its queue stays bounded
+        [conn] = [c for c in server.server.clients]
+        assert conn.queue.qsize() <= queue
+        assert server.stats.per_client[0] < len(payloads)
+        assert server.stats.finished == 1
+        got_slow = await asyncio.wait_for(take_pushes(slow), HANG_S)
+        assert slow.close_reason == "end of replay"
     assert [m.encode() for m in got_slow] == payloads
     assert server.stats.finished == 2
 
@@ -252,10 +264,10 @@ async def test_a_wrong_token_is_refused_as_the_venue_refuses_it(
 
 async def test_the_right_token_is_served(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = await store("alltick", tmp_path_factory.getbasetemp())
-    async with ReplayServer(root, "alltick", speed="max", token=TOKEN) as server:
-        async with connect(f"{server.url}?token={TOKEN}") as ws:
-            await ws.send(subscribe(["BTCUSDT"]))
-            got = await asyncio.wait_for(take_pushes(ws), 10)
+    async with (ReplayServer(root, "alltick", speed="max", token=TOKEN) as server,
+                connect(f"{server.url}?token={TOKEN}") as ws):
+        await ws.send(subscribe(["BTCUSDT"]))
+        got = await asyncio.wait_for(take_pushes(ws), 10)
     assert got and all('"BTCUSDT"' in m for m in got)
 
 
@@ -288,7 +300,7 @@ def test_cli_prints_the_url_first_serves_and_never_shows_the_token(tmp_path: Pat
     assert TOKEN not in out + err and "Traceback" not in err
     bad = subprocess.run([sys.executable, "-m", "tickrec", "serve", "alltick", "--root",
                           str(tmp_path), "--speed", "fast"], capture_output=True, text=True,
-                         timeout=30)
+                         timeout=30, check=False)
     assert bad.returncode == 2 and "bad speed" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -131,14 +131,14 @@ async def test_noren_client_started_mid_capture_gets_snapshots_of_the_recorded_s
     start = frames[len(frames) // 2]["ts_recv"] - 1
     keys = ["NSE|22", "NFO|35003"]
     after = [r for r in frames if r["ts_recv"] >= start and r["symbol"] in keys]
-    async with ReplayServer(root, "noren", speed=10, start=start) as server:
-        async with connect(server.url) as ws:
-            await ws.send(json.dumps({"t": "c", "uid": "U1_API", "actid": "U1_API",
-                                      "susertoken": "x", "source": "API"}))
-            assert json.loads(await ws.recv()) == {"t": "ck", "s": "OK"}
-            await ws.send(json.dumps({"k": "#".join(keys), "t": "t"}))
-            await ws.send(json.dumps({"k": "#".join(keys), "t": "d"}))
-            got = await asyncio.wait_for(_all(ws), 20)
+    async with (ReplayServer(root, "noren", speed=10, start=start) as server,
+                connect(server.url) as ws):
+        await ws.send(json.dumps({"t": "c", "uid": "U1_API", "actid": "U1_API",
+                                  "susertoken": "x", "source": "API"}))
+        assert json.loads(await ws.recv()) == {"t": "ck", "s": "OK"}
+        await ws.send(json.dumps({"k": "#".join(keys), "t": "t"}))
+        await ws.send(json.dumps({"k": "#".join(keys), "t": "d"}))
+        got = await asyncio.wait_for(_all(ws), 20)
     snapshots, rest = got[:4], got[4:]
     assert [(json.loads(m)["t"], json.loads(m)["e"] + "|" + json.loads(m)["tk"])
             for m in snapshots] == [("tk", k) for k in keys] + [("dk", k) for k in keys]

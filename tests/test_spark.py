@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from schemas.errors import ConfigError
-
 from schemas.events import Trade
 from storage.catalog import connect
 from storage.writer import StoreWriter

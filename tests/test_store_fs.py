@@ -11,7 +11,6 @@ import pytest
 
 from schemas.errors import ConfigError
 from storage.fs import StoreRoot, journal_root
-from tests.s3server import moto_endpoint, s3_env  # noqa: F401 - fixtures
 
 TABLE = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.capture import Capture
-from schemas.venues import get
 from schemas.venues import futu_frame as ff
+from schemas.venues import get
 from schemas.venues.base import MAX_FRAME_BYTES
 from tests.faults.support import scaled
 from tests.helpers import read_table

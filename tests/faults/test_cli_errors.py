@@ -102,7 +102,7 @@ def test_a_real_process_prints_one_line_and_no_traceback(places: dict[str, str])
     for args in (["record", "alltick", "--url", "http://x/", "--symbols", "A"],
                  ["query", "select * from nowhere", "--root", places["store"]]):
         proc = subprocess.run([sys.executable, "-m", "tickrec", *args], capture_output=True,
-                              text=True, timeout=30, cwd=Path(__file__).parents[2])
+                              text=True, timeout=30, cwd=Path(__file__).parents[2], check=False)
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
         assert proc.stdout == ""
@@ -140,7 +140,7 @@ def test_query_cannot_modify_the_store(places: dict[str, str], sql: str,
     store = Path(places["store"])
     monkeypatch.chdir(tmp_path)                     # where a relative COPY would write
     before = sorted((p.relative_to(store), p.stat().st_mtime_ns) for p in store.rglob("*"))
-    code, out, err = run("query", sql, "--root", str(store))
+    code, _out, err = run("query", sql, "--root", str(store))
     assert code == 2 and "read-only" in err and len(err.strip().splitlines()) == 1, err
     assert sorted((p.relative_to(store), p.stat().st_mtime_ns) for p in store.rglob("*")) == before
     assert list(tmp_path.iterdir()) == []

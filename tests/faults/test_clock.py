@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ async def test_the_wall_clock_stepping_back_mid_capture_and_between_runs(
     # journal order is receive order: ts_recv strictly increases with the frames
     for session in {r["session"] for r in first_run}:
         mine = sorted((r["frame"], r["ts_recv"]) for r in first_run if r["session"] == session)
-        assert all(a[1] < b[1] for a, b in zip(mine, mine[1:]))
+        assert all(a[1] < b[1] for a, b in pairwise(mine))
     after = [r for r in first_run if r["ts_recv"] > stepped_at]
     assert len(after) > 100 and all(abs(r["ts_recv"] - real()) < 60 * NS for r in after)
     trades = read_table(tmp_path, "trades")         # the venue's own times did step back

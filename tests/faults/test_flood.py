@@ -8,6 +8,8 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,22 @@ def rss_bytes() -> int:
     return 0
 
 
+@contextmanager
+def blast_server(n: int) -> Iterator[str]:
+    """``benchmarks.blast`` in its own process, sending ``n`` frames to the first client
+    as fast as the socket takes them; yields its URL and stops it on the way out."""
+    blast = subprocess.Popen([sys.executable, "-m", "benchmarks.blast", str(n)],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        assert blast.stdout is not None
+        yield blast.stdout.readline().strip()
+    finally:
+        blast.terminate()
+        blast.wait(10)
+        if blast.stdout is not None:
+            blast.stdout.close()
+
+
 async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_dropped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A separate process sends frames as fast as the socket takes them; each Parquet
@@ -45,11 +63,7 @@ async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_droppe
         return real(self, batch)
 
     monkeypatch.setattr(Capture, "publish", slow_publish)
-    blast = subprocess.Popen([sys.executable, "-m", "benchmarks.blast", str(n)],
-                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
-    try:
-        assert blast.stdout is not None
-        url = blast.stdout.readline().strip()
+    with blast_server(n) as url:
         rec = Recorder("alltick", url, ["AAPL.US", "700.HK", "TSLA.US", "BTCUSDT"], tmp_path,
                        flush_rows=flush_rows, flush_seconds=3600, reconnect_min=0.2)
         task = asyncio.create_task(rec.run())
@@ -73,11 +87,6 @@ async def test_a_flood_faster_than_the_store_is_held_back_not_buffered_or_droppe
             sampler.cancel()
             rec.stop()
             await asyncio.wait_for(task, 30)
-    finally:
-        blast.terminate()
-        blast.wait(10)
-        if blast.stdout is not None:
-            blast.stdout.close()
     assert rec.max_buffered_rows == 2 * flush_rows
     assert peak["rows"] <= rec.max_buffered_rows + 8, peak     # a frame adds a few rows
     assert peak["journal"] <= 2048 + 64, peak
@@ -94,15 +103,17 @@ async def test_a_slow_live_consumer_slows_the_reading_and_misses_nothing(tmp_pat
     from recorder import connect
     from replay.sim.server import Simulator, make_adapter
     maxsize, got, peak = 32, [], 0
-    async with Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=400) as sim:
-        async with connect("alltick", url=sim.url, symbols=["AAPL.US", "700.HK"],
-                           root=tmp_path / "live", maxsize=maxsize, flush_seconds=1.0) as feed:
-            async for ev in feed:
-                got.append(ev)
-                peak = max(peak, feed._queue.qsize())
-                await asyncio.sleep(0.005)              # slower than 400 frames/s
-                if len(got) >= 150:
-                    break
+    async with (
+        Simulator(make_adapter("alltick"), ["AAPL.US", "700.HK"], rate=400) as sim,
+        connect("alltick", url=sim.url, symbols=["AAPL.US", "700.HK"],
+                root=tmp_path / "live", maxsize=maxsize, flush_seconds=1.0) as feed,
+    ):
+        async for ev in feed:
+            got.append(ev)
+            peak = max(peak, feed._queue.qsize())
+            await asyncio.sleep(0.005)              # slower than 400 frames/s
+            if len(got) >= 150:
+                break
     assert peak <= maxsize
     stored = sorted(read_table(tmp_path / "live", "trades") + read_table(tmp_path / "live", "book")
                     + read_table(tmp_path / "live", "gaps"),

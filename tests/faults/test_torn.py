@@ -16,9 +16,9 @@ import pytest
 import storage.writer
 from recorder.capture import Capture, recover
 from schemas.venues.alltick import AllTickClient, encode_trade
+from storage.atomic import write_parquet_temp
 from storage.journal import list_segments, read_journal
 from storage.layout import partition_dir
-from storage.atomic import write_parquet_temp
 from tests.faults.support import SOAK, running, scaled, wait_for
 from tests.helpers import read_table
 from tickrec.verify import verify

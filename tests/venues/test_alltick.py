@@ -8,8 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Book, Gap, RawRecord, Status, Trade
-from schemas.venues.alltick import (AllTickClient, AllTickDecoder, AllTickServer, encode_depth,
-                                    encode_trade, route)
+from schemas.venues.alltick import (
+    AllTickClient,
+    AllTickDecoder,
+    AllTickServer,
+    encode_depth,
+    encode_trade,
+    route,
+)
 
 NS = 1_000_000_000
 
@@ -108,8 +114,9 @@ def test_subscribe_replaces_and_cancel_clears() -> None:
 
 
 def test_unparseable_frame_is_one_rejected_gap() -> None:
-    for bad in [b"\xff\xfe", b"[1,2]", b'{"cmd_id":22998}', b'{"cmd_id":22998,"data":{"code":"A",'
-                b'"price":"abc"}}', b'{"cmd_id":12345}', b"x" * (2 << 20)]:
+    for bad in [b"\xff\xfe", b"[1,2]", b'{"cmd_id":22998}',
+                b'{"cmd_id":22998,"data":{"code":"A","price":"abc"}}', b'{"cmd_id":12345}',
+                b"x" * (2 << 20)]:
         [ev] = AllTickDecoder("s").feed(rec(0, bad))
         assert isinstance(ev, Gap) and ev.kind == "rejected" and ev.detail
         assert "\n" not in ev.detail
@@ -136,7 +143,7 @@ def test_server_rejects_a_bad_token_with_401_and_close() -> None:
 
 def test_server_subscribe_replaces_previous_list_and_routes_pushes() -> None:
     srv = AllTickServer(None, request_interval=1.0)
-    sub = lambda cmd, codes: json.dumps({"cmd_id": cmd, "seq_id": 1, "trace": "t",  # noqa: E731
+    sub = lambda cmd, codes: json.dumps({"cmd_id": cmd, "seq_id": 1, "trace": "t",
                                          "data": {"symbol_list": [{"code": c} for c in codes]}})
     r = srv.on_frame(sub(22004, ["A", "B"]), now=0.0)
     assert json.loads(r.frames[0])["ret"] == 200

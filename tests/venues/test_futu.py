@@ -13,11 +13,20 @@ from hypothesis import strategies as st
 from schemas.errors import ConfigError
 from schemas.events import Gap, RawRecord, Status, Trade
 from schemas.venues import futu_frame as ff
-from schemas.venues.futu import (INIT_CONNECT, KEEP_ALIVE, QOT_SUB, QOT_UPDATE_TICKER,
-                                 RECENT_PER_STREAM, FutuClient, FutuDecoder, join_symbol,
-                                 local_time_ns, route, split_symbol)
-from schemas.venues.futu_pb import (InitConnect_pb2, KeepAlive_pb2, Qot_Sub_pb2,
-                                    Qot_UpdateTicker_pb2)
+from schemas.venues.futu import (
+    INIT_CONNECT,
+    KEEP_ALIVE,
+    QOT_SUB,
+    QOT_UPDATE_TICKER,
+    RECENT_PER_STREAM,
+    FutuClient,
+    FutuDecoder,
+    join_symbol,
+    local_time_ns,
+    route,
+    split_symbol,
+)
+from schemas.venues.futu_pb import InitConnect_pb2, KeepAlive_pb2, Qot_Sub_pb2, Qot_UpdateTicker_pb2
 from schemas.venues.futu_server import FutuServer, TickerData, encode_reply, encode_ticker_push
 
 NS = 1_000_000_000
@@ -194,7 +203,7 @@ def test_a_cache_push_of_repeats_only_shows_the_outage_was_empty() -> None:
     d.feed(rec(0, push(tick(100), tick(200))))
     d.feed(close_rec(1, 10))
     assert kinds(d.feed(rec(2, push(tick(100, 3), tick(200, 3))))) == ["duplicate", "duplicate"]
-    [gap, trade] = d.feed(rec(3, push(tick(300))))
+    [gap, _trade] = d.feed(rec(3, push(tick(300))))
     assert isinstance(gap, Gap) and gap.kind == "disconnect" and gap.missing == 0
     assert "nothing of the outage refilled" in (gap.detail or "")
     assert "none is missing" in (gap.detail or "")

@@ -8,7 +8,7 @@ TSE/IFB frames are the examples of the vendor's TSE/IFB WebSocket README.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,8 +20,15 @@ from schemas.errors import ConfigError
 from schemas.events import Bar, Book, Gap, RawRecord, Status, Ticker
 from schemas.schedule import TradingHours, parse_schedule
 from schemas.venues import get
-from schemas.venues.hedgetech import (HedgeTechClient, HedgeTechDecoder, HedgeTechServer,
-                                      Subscription, close_reason, encode, route)
+from schemas.venues.hedgetech import (
+    HedgeTechClient,
+    HedgeTechDecoder,
+    HedgeTechServer,
+    Subscription,
+    close_reason,
+    encode,
+    route,
+)
 from schemas.venues.values import iso_ns
 
 NS = 1_000_000_000
@@ -68,7 +75,7 @@ TSE_FLOW = ('{"channel":"institutional-vs-individual","symbolName":"ETF001",' + 
             '"sell_count_institution":50,"sell_volume_institution":9000}}')
 ALL_FRAMES = [DOC_IME_NAME, DOC_IME_ID, TSE_BEST_LIMIT, TSE_OHLCV, TSE_ORDER_BOOK, TSE_AGGREGATE,
               TSE_CONTRACT, TSE_FUND, TSE_FLOW]
-NOON_TEHRAN = int(datetime(2025, 11, 14, 8, 30, tzinfo=timezone.utc).timestamp()) * NS
+NOON_TEHRAN = int(datetime(2025, 11, 14, 8, 30, tzinfo=UTC).timestamp()) * NS
 
 
 def rec(frame: int, payload: str | bytes, ts: int | None = None,
@@ -139,7 +146,7 @@ def test_tse_order_book_aggregate_and_info_channels() -> None:
     d = decoder()
     [book] = d.feed(rec(0, TSE_ORDER_BOOK))
     assert isinstance(book, Book)
-    utc_1030 = datetime(2025, 11, 19, 10, 30, tzinfo=timezone.utc)
+    utc_1030 = datetime(2025, 11, 19, 10, 30, tzinfo=UTC)
     assert book.ts_event == int(utc_1030.timestamp()) * NS
     assert (book.bid_px, book.bid_n, book.ask_px, book.ask_n) == ([12000.0], [3], [12100.0], [2])
     [agg] = d.feed(rec(1, TSE_AGGREGATE))
@@ -168,10 +175,10 @@ def test_unparseable_frames_are_one_rejected_gap() -> None:
                 b'{"channel":"order-book","symbolName":"A","data":{"Buy":{}}}',
                 b'{"channel":"ohlcv-last-1m","symbolName":"A","data":{"open":1}}',
                 b'{"channel":"aggregate","symbolName":"A","timestamp":"yesterday","data":{}}',
-                b'{"channel":"aggregate","symbolName":"A","timestamp":"9999-01-01T00:00:00",'
-                b'"data":{}}',
-                b'{"channel":"best-limit","symbolName":"A","data":{"1":{"buy_price":1,'
-                b'"buy_order_count":99999999999999999999}}}',
+                (b'{"channel":"aggregate","symbolName":"A","timestamp":"9999-01-01T00:00:00",'
+                 b'"data":{}}'),
+                (b'{"channel":"best-limit","symbolName":"A","data":{"1":{"buy_price":1,'
+                 b'"buy_order_count":99999999999999999999}}}'),
                 b'{"channel":"IME Stream","contractName":"A","data":{"Aggregate":[]}}']:
         [ev] = decoder().feed(rec(0, bad))
         assert isinstance(ev, Gap) and ev.kind == "rejected" and ev.detail and "\n" not in ev.detail
@@ -209,7 +216,7 @@ def test_tehran_falls_back_to_a_fixed_offset_without_tzdata(
 def test_trading_hours() -> None:
     hours = TradingHours.parse("Sat-Wed 09:00-15:00 Asia/Tehran")
     assert TradingHours.parse(str(hours)) == hours and parse_schedule("always") is None
-    fri = int(datetime(2025, 11, 14, 8, 30, tzinfo=timezone.utc).timestamp()) * NS   # Friday noon
+    fri = int(datetime(2025, 11, 14, 8, 30, tzinfo=UTC).timestamp()) * NS   # Friday noon
     sat = fri + 86_400 * NS
     assert not hours.is_open(fri) and hours.is_open(sat)
     assert not hours.is_open(sat + 4 * 3600 * NS)                                  # 16:00 Tehran
@@ -223,10 +230,10 @@ def test_trading_hours() -> None:
 
 def test_quiet_closed_market_is_no_gap_but_silence_in_trading_hours_is() -> None:
     d = decoder(stale_after=60)                    # default schedule: Sat-Wed 09:00-15:00 Tehran
-    thu_1450 = int(datetime(2025, 11, 13, 11, 20, tzinfo=timezone.utc).timestamp()) * NS
-    sat_0900 = int(datetime(2025, 11, 15, 5, 30, tzinfo=timezone.utc).timestamp()) * NS
+    thu_1450 = int(datetime(2025, 11, 13, 11, 20, tzinfo=UTC).timestamp()) * NS
+    sat_0900 = int(datetime(2025, 11, 15, 5, 30, tzinfo=UTC).timestamp()) * NS
     wed_1450 = thu_1450 - 86_400 * NS
-    gaps = lambda evs: [e for e in evs if isinstance(e, Gap)]  # noqa: E731
+    gaps = lambda evs: [e for e in evs if isinstance(e, Gap)]
     d.feed(rec(0, TSE_AGGREGATE, ts=wed_1450))
     # Wednesday 14:50 → Saturday 09:00:30: 10 min + 30 s of trading hours are silent
     [stale] = gaps(d.feed(rec(1, TSE_AGGREGATE, ts=sat_0900 + 30 * NS)))
@@ -311,7 +318,7 @@ TSE = "/data-engine/tse-ifb/live/data/websocket/symbol"
 
 
 def test_server_checks_the_header_and_the_query() -> None:
-    srv = lambda: HedgeTechServer("tok", symbols=["سکه", "B"])  # noqa: E731
+    srv = lambda: HedgeTechServer("tok", symbols=["سکه", "B"])
     assert srv().accept(f"{IME}/name?contract_names=B", {}).close == \
         (1008, "invalid or missing token")
     assert srv().accept(f"{IME}/name?contract_names=B", {"authorization": "bad"}).close is not None

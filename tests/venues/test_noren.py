@@ -16,8 +16,14 @@ from replay.sim.noren import Adapter
 from schemas.errors import ConfigError
 from schemas.events import Book, Gap, RawRecord, Status, Ticker
 from schemas.venues import get
-from schemas.venues.noren import (NorenClient, NorenDecoder, NorenServer, jainam_token, route,
-                                  split_keys)
+from schemas.venues.noren import (
+    NorenClient,
+    NorenDecoder,
+    NorenServer,
+    jainam_token,
+    route,
+    split_keys,
+)
 
 NS = 1_000_000_000
 EXAMPLES = Path(__file__).parent.parent / "fixtures" / "noren" / "vendor_examples.jsonl"
@@ -142,10 +148,12 @@ def test_vendor_depth_snapshots_and_updates() -> None:
 
 def test_the_vendor_documents_wrapped_text_is_rejected_never_a_crash() -> None:
     # literal lines of jainam-noren.txt, as broken by the page: kept raw, one rejected gap each
-    literal = ['{"t":"tk","pp":"2","ml":"1","e":"NFO","tk":"54957","ts":"NIFTY28JUL22C16600",'
-               '"ls":"50","ti":"0.05","c":', '42.20","lp":"84.00","pc":"99.05","ft":"1658911102"',
-               '"7522.00","ft":"1658911100","v":"469","oi":"429","bp1":"7564.00","sp1":"7567.00",'
-               '"bq1":"1","sq1":"', 'bo2":"9","so2":"8","bo3":"22","so3":"12"}']
+    literal = [('{"t":"tk","pp":"2","ml":"1","e":"NFO","tk":"54957","ts":"NIFTY28JUL22C16600",'
+                '"ls":"50","ti":"0.05","c":'),
+               '42.20","lp":"84.00","pc":"99.05","ft":"1658911102"',
+               ('"7522.00","ft":"1658911100","v":"469","oi":"429","bp1":"7564.00","sp1":"7567.00",'
+                '"bq1":"1","sq1":"'),
+               'bo2":"9","so2":"8","bo3":"22","so3":"12"}']
     s = Session()
     for line in literal:
         [gap] = s.feed(line)
@@ -306,7 +314,7 @@ def test_subscriptions_go_in_chunks_of_50_keys() -> None:
     frames = [json.loads(o.stored) for o in NorenClient(symbols).subscriptions()]
     assert [f["t"] for f in frames] == ["t", "t", "t", "d", "d", "d"]
     assert [len(split_keys(f["k"])) for f in frames] == [50, 50, 20] * 2
-    assert sum((split_keys(f["k"]) for f in frames[:3]), []) == symbols
+    assert [k for f in frames[:3] for k in split_keys(f["k"])] == symbols
     only_depth = NorenClient(["NSE|1"], options={"streams": ["depth"]}).subscriptions()
     assert [json.loads(o.stored)["t"] for o in only_depth] == ["d"]
 
