@@ -21,12 +21,11 @@ test: $(STAMP)
 	$(BIN)/pytest -n 2 tests
 
 # mypy as configured in pyproject.toml (--strict over the product packages) and
-# ruff on the same packages and benchmarks/. tests/ stays out of ruff for now (not
-# yet clean). Not part of `make test`.
+# ruff on the same packages, benchmarks/ and tests/. Not part of `make test`.
 PRODUCT := schemas recorder storage replay tickrec
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check $(PRODUCT) benchmarks
+	$(BIN)/ruff check $(PRODUCT) benchmarks tests
 
 # The fault suite at length: many more kill -9s, fuzz examples and torn offsets.
 # TICKREC_SOAK_SEED=N picks another kill schedule.
