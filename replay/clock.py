@@ -249,12 +249,12 @@ class WallClock:
         event once ``monotonic_ns() >= its deadline``, appends ``monotonic_ns() -
         deadline`` to ``lateness.values`` (``lateness.make_room`` first) and, while
         it is not due, ``await pause(deadline, the previous event's deadline)``."""
-        if not ts_ns:
+        if not len(ts_ns):
             return []
         if self._ts0 is None:
-            self.anchor(ts_ns[0])
+            self.anchor(int(ts_ns[0]))
         assert self._ts0 is not None
-        since = np.array(ts_ns, dtype=np.int64) - self._ts0
+        since = np.asarray(ts_ns, dtype=np.int64) - self._ts0
         mul, div = self._mul, self._div
         if max(div, mul * max(-int(since.min()), int(since.max()), 1)) < _INT64_SAFE:
             # wall0 + floor((ts - ts0) * mul / div) = deadline(ts), exactly (numpy floors)
