@@ -22,7 +22,7 @@ def row(name: str, ours: float, base: float | None, unit: str, target: str, met:
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    stolen, began = pacing.steal_s(), time.perf_counter()
+    stolen_s, began = pacing.steal_s(), time.perf_counter()
     print(f"tickrec benchmarks on {platform.node()}: {os.cpu_count()} cores, "
           f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
     print(f"{'figure':38s} {'ours':>12s} {'baseline':>12s} {'ratio':>6s}  {'unit':10s} "
@@ -91,7 +91,7 @@ def main() -> None:
     print(f"(raw frames average {st['raw_frame_len']:.0f} bytes on the wire)")
     wall = time.perf_counter() - began
     print(f"(the run took {wall / 60:.1f} min; the host took "
-          f"{(pacing.steal_s() - stolen) / (wall * (os.cpu_count() or 1)):.1%} of the CPUs "
+          f"{(pacing.steal_s() - stolen_s) / (wall * (os.cpu_count() or 1)):.1%} of the CPUs "
           f"meanwhile: /proc/stat steal)")
 
 

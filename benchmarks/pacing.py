@@ -275,7 +275,7 @@ def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 5) -> list[d
     for speed in (1.0, 10.0):
         events = n * max(1, int(speed))
         runs: list[dict[str, Any]] = []
-        stolen, began = steal_s(), time.perf_counter()
+        stolen_s, began = steal_s(), time.perf_counter()
         for _ in range(rounds):
             p = asyncio.run(_pace(speed, False, events, clock_type))
             p["bare_us"] = bare_sleep_us()
@@ -284,12 +284,12 @@ def run(n: int = 10_000, clock_type: Any = WallClock, rounds: int = 5) -> list[d
             p["limit_cpu"], p["limit_p99_ms"] = limit["cpu"], limit["p99_ms"]
             p["floor_cpu"] = asyncio.run(loop_floor_pace(speed, events))
             runs.append(p)
-        stolen = (steal_s() - stolen) / ((time.perf_counter() - began) * (os.cpu_count() or 1))
+        steal = (steal_s() - stolen_s) / ((time.perf_counter() - began) * (os.cpu_count() or 1))
         whole = asyncio.run(feed_pace(speed, events))
         results.append({key: statistics.median(r[key] for r in runs)
                         if isinstance(runs[0][key], (int, float)) and key != "precise"
                         else runs[0][key] for key in runs[0]}
-                       | {"steal": stolen, "feed_cpu": whole["cpu"], "feed_p99_ms": whole["p99_ms"]})
+                       | {"steal": steal, "feed_cpu": whole["cpu"], "feed_p99_ms": whole["p99_ms"]})
         results.append(asyncio.run(_pace(speed, True, events, clock_type)))
     return results
 
