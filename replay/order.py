@@ -17,7 +17,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import call
 from typing import Any
@@ -136,18 +136,18 @@ class Piece:
 
     def build(self, venue: str) -> list[Any]:
         """The records, in order (``Columns.build`` per part, then interleaved)."""
-        if self.which is None:
-            cols, idx, _ = self.picks[0]
-            return cols.build(venue, idx)
-        nexts = [iter(cols.build(venue, idx) if n else ()).__next__ for cols, idx, n in self.picks]
-        return [nexts[p]() for p in self.which]
+        return self._interleaved(lambda cols, idx: cols.build(venue, idx))
 
     def ts_recv(self) -> list[int]:
         """Each position's ``ts_recv`` (int ns), in order, without making the records."""
+        return self._interleaved(lambda cols, idx: cols.ts_recv(idx))
+
+    def _interleaved(self, per_part: Callable[[Columns, Any], list[Any]]) -> list[Any]:
+        """``per_part(cols, idx)`` of each part with rows, merged into position order."""
         if self.which is None:
             cols, idx, _ = self.picks[0]
-            return cols.ts_recv(idx)
-        nexts = [iter(cols.ts_recv(idx) if n else ()).__next__ for cols, idx, n in self.picks]
+            return per_part(cols, idx)
+        nexts = [iter(per_part(cols, idx) if n else ()).__next__ for cols, idx, n in self.picks]
         return [nexts[p]() for p in self.which]
 
     def records(self, venue: str) -> Iterator[Any]:
