@@ -364,7 +364,7 @@ class AllTickServer(ServerSession):
         if self.last_heard is None:
             self.last_heard = now
         if now - self.last_heard > self.idle_timeout:
-            return Reply(close=(1000, "no heartbeat for 30s"))
+            return Reply(close=(1000, f"no heartbeat for {self.idle_timeout:g}s"))
         return None
 
 

@@ -161,7 +161,14 @@ def test_server_closes_a_silent_client_after_30s() -> None:
     srv.on_frame('{"cmd_id":22000,"seq_id":1,"trace":"t","data":{}}', now=10.0)
     assert srv.idle(39.0) is None
     closing = srv.idle(40.5)
-    assert closing is not None and closing.close is not None
+    assert closing is not None and closing.close == (1000, "no heartbeat for 30s")
+
+
+def test_the_idle_close_names_the_servers_own_timeout() -> None:
+    srv = AllTickServer(None, idle_timeout=2.5)
+    assert srv.idle(0.0) is None and srv.idle(2.5) is None
+    closing = srv.idle(2.6)
+    assert closing is not None and closing.close == (1000, "no heartbeat for 2.5s")
 
 
 # --- properties ------------------------------------------------------------------------
