@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from storage.journal import read_journal
-from tests.helpers import poll_until, read_table, reap, wait_journaled
+from tests.helpers import child_env, poll_until, read_table, reap, wait_journaled
 
 pytestmark = pytest.mark.slow
 
 
-def tickrec(*args: str, **kw: object) -> subprocess.Popen[str]:
+def tickrec(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "tickrec", *args], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
 
 
 def test_sigkill_mid_capture_loses_nothing_that_reached_the_journal(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from schemas.events import Trade
 from storage.compact import day_state, manifest_path
 from storage.journal import iter_journal
 from storage.writer import StoreWriter
-from tests.helpers import read_table, record_across_midnight
+from tests.helpers import child_env, read_table, record_across_midnight
 
 pytestmark = pytest.mark.slow
 TOKEN = "ATOK-secret-1f2e9d"
@@ -34,7 +33,7 @@ def tickrec(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[s
     out = subprocess.DEVNULL if args[0] == "daemon" else subprocess.PIPE
     return subprocess.Popen([sys.executable, "-m", "tickrec", *args], text=True,
                             stdout=out, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+                            env=child_env(**(env or {})))
 
 
 class Lines:
@@ -114,7 +113,7 @@ def test_sigterm_publishes_everything_and_sighup_adds_a_feed_without_reconnects(
             assert snap["feeds"]["at"]["connections"] == 1
             status = subprocess.run([sys.executable, "-m", "tickrec", "status", "--root",
                                      str(root)], capture_output=True, text=True, timeout=30,
-                                    check=False)
+                                    check=False, env=child_env())
             assert status.returncode == 0 and "connected" in status.stdout, status.stderr
             d.send_signal(signal.SIGTERM)
             d.wait(30)
@@ -206,7 +205,8 @@ def test_sigkill_in_the_middle_of_a_seal_then_restart_seals_each_day_once(tmp_pa
     assert not all(day_state(root, day).sealed for day in days)    # it really was cut short
 
     done = subprocess.run([sys.executable, "-m", "tickrec", "compact", "--root", str(root)],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env=child_env())
     assert done.returncode == 0, done.stdout + done.stderr
     for day in days:
         st = day_state(root, day)

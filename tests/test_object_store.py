@@ -20,7 +20,7 @@ from replay.serve import ReplayServer
 from storage.catalog import run_query
 from storage.fs import StoreRoot
 from storage.journal import read_journal
-from tests.helpers import read_table, record_sim
+from tests.helpers import TRACING_VARS, child_env, read_table, record_sim
 from tests.serve_util import FAST, data_frames, fast_alltick, record_served
 from tickrec.cli import main
 
@@ -165,7 +165,7 @@ def tickrec(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_two_hosts_record_into_one_bucket_at_once(s3_env: dict[str, str], tmp_path: Path) -> None:
-    env = {k: v for k, v in s3_env.items() if k != "root"}
+    env = child_env(**{k: v for k, v in s3_env.items() if k not in ("root", *TRACING_VARS)})
     root = s3_env["root"]
     sim = tickrec("sim", "alltick", "--rate", "300", "--symbols", "AAPL.US,700.HK", "--seed", "3",
                   env=env)
