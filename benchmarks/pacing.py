@@ -49,6 +49,8 @@ from array import array
 from pathlib import Path
 from typing import Any, Self
 
+import numpy as np
+
 from replay.clock import WINDOW_S, WallClock
 from replay.feed import PACED_ROWS, ReplayFeed
 from replay.timer import NS, TimerFd
@@ -94,10 +96,16 @@ class _Usage:
         self.blocks = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - self.blocks
 
 
-async def _drive(clock: Any, times: list[int]) -> None:
-    """As ``ReplayFeed.__anext__`` does: a piece's deadlines in one step, then one clock
-    reading and one lateness append per event, ``pause`` when it is not due. A clock
-    of an older revision as that revision's feed did."""
+def _feed_times(clock: Any, times: list[int]) -> Any:
+    """``times`` as the feed holds them for ``clock``: an int64 array (a piece's
+    ``ts_recv`` column) where the feed computes deadlines, else Python ints."""
+    return np.asarray(times, dtype=np.int64) if hasattr(clock, "deadlines") else times
+
+
+async def _drive(clock: Any, times: Any) -> None:
+    """As ``ReplayFeed.__anext__`` does: a piece's deadlines in one step (from
+    ``_feed_times``), then one clock reading and one lateness append per event, ``pause``
+    when it is not due. A clock of an older revision as that revision's feed did."""
     if not hasattr(clock, "deadlines"):
         await _drive_by_release(clock, times)
         return
@@ -133,8 +141,8 @@ async def _drive_by_release(clock: Any, times: list[int]) -> None:
 
 async def _pace(speed: float, precise: bool, n: int, clock_type: Any = WallClock,
                 **clock_args: Any) -> dict[str, Any]:
-    times = _times(n)
     clock = clock_type(speed, precise=precise, **clock_args)
+    times = _feed_times(clock, _times(n))
     with _Usage() as used:
         await _drive(clock, times)
     if hasattr(clock, "close"):

@@ -243,12 +243,14 @@ class WallClock:
         assert self._ts0 is not None
         return (ts_ns * self._mul + self._offset) // self._div
 
-    def deadlines(self, ts_ns: Sequence[int]) -> list[int]:
-        """``deadline`` of each of ``ts_ns``, in one step (a piece of events; the first
-        call anchors the clock at ``ts_ns[0]`` if no event has). The caller releases an
-        event once ``monotonic_ns() >= its deadline``, appends ``monotonic_ns() -
-        deadline`` to ``lateness.values`` (``lateness.make_room`` first) and, while
-        it is not due, ``await pause(deadline, the previous event's deadline)``."""
+    def deadlines(self, ts_ns: np.ndarray | Sequence[int]) -> list[int]:
+        """``deadline`` of each of ``ts_ns`` (best an int64 array: a piece's
+        ``ts_recv``), in one step; the first call anchors the clock at ``ts_ns[0]``
+        if no event has. The caller releases an event once ``monotonic_ns() >= its
+        deadline``, appends ``monotonic_ns() - deadline`` to ``lateness.values``
+        (``lateness.make_room`` first) and, while it is not due, ``await pause(deadline,
+        the previous event's deadline)``. The feed calls it on the event loop for every
+        piece, often right after a wake-up (cold caches): one numpy expression."""
         if not len(ts_ns):
             return []
         if self._ts0 is None:
@@ -256,12 +258,14 @@ class WallClock:
         assert self._ts0 is not None
         since = np.asarray(ts_ns, dtype=np.int64) - self._ts0
         mul, div = self._mul, self._div
-        if max(div, mul * max(-int(since.min()), int(since.max()), 1)) < _INT64_SAFE:
-            # wall0 + floor((ts - ts0) * mul / div) = deadline(ts), exactly (numpy floors)
-            deadlines: list[int] = (since * mul // div + self._wall0).tolist()
+        if max(div, mul) < _INT64_SAFE and (mul == 1 or mul * int(np.abs(since).max()) < _INT64_SAFE):
+            # wall0 + floor((ts - ts0) * mul / div) = deadline(ts), exactly (numpy floors).
+            # An integer speed (mul 1) cannot overflow: no reduction to check it.
+            deadlines: list[int] = ((since * mul if mul != 1 else since) // div
+                                    + self._wall0).tolist()
             return deadlines
         offset = self._offset                   # a speed like 0.3: ratios of big ints
-        return [(ts * mul + offset) // div for ts in ts_ns]
+        return [(int(ts) * mul + offset) // div for ts in ts_ns]
 
     def advance(self, ts_ns: int) -> None:      # pragma: no cover - the feed awaits instead
         if self._ts0 is None:

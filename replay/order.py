@@ -17,7 +17,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import call
 from typing import Any
@@ -115,7 +115,7 @@ class Merged:
             else:
                 w = self.which[off:off + rows]
                 counts = np.bincount(w, minlength=len(self.parts)).tolist()
-                which = w.tolist()
+                which = w
             picks = []
             for p, n in enumerate(counts):
                 perm, a = self.perms[p], done[p]
@@ -127,28 +127,33 @@ class Merged:
 @dataclass
 class Piece:
     """Merged positions to build: per part its ``Columns``, the rows to take (in
-    order) and how many; ``which[i]`` = the part of position ``i`` (``None``: one part)."""
+    order) and how many; ``which[i]`` = the part of position ``i`` (int8 array;
+    ``None``: one part)."""
     picks: list[tuple[Columns, Any, int]]
-    which: list[int] | None
+    which: np.ndarray | None
 
     def __len__(self) -> int:
         return sum(n for _, _, n in self.picks)
 
     def build(self, venue: str) -> list[Any]:
         """The records, in order (``Columns.build`` per part, then interleaved)."""
-        return self._interleaved(lambda cols, idx: cols.build(venue, idx))
-
-    def ts_recv(self) -> list[int]:
-        """Each position's ``ts_recv`` (int ns), in order, without making the records."""
-        return self._interleaved(lambda cols, idx: cols.ts_recv(idx))
-
-    def _interleaved(self, per_part: Callable[[Columns, Any], list[Any]]) -> list[Any]:
-        """``per_part(cols, idx)`` of each part with rows, merged into position order."""
         if self.which is None:
             cols, idx, _ = self.picks[0]
-            return per_part(cols, idx)
-        nexts = [iter(per_part(cols, idx) if n else ()).__next__ for cols, idx, n in self.picks]
-        return [nexts[p]() for p in self.which]
+            return cols.build(venue, idx)
+        nexts = [iter(cols.build(venue, idx) if n else ()).__next__ for cols, idx, n in self.picks]
+        return [nexts[p]() for p in self.which.tolist()]
+
+    def ts_recv(self) -> np.ndarray:
+        """Each position's ``ts_recv`` (int64 ns), in order, without making the records
+        (numpy: a paced feed's deadlines are computed from it in one step)."""
+        if self.which is None:
+            cols, idx, _ = self.picks[0]
+            return cols.ts_recv(idx)
+        out = np.empty(len(self.which), np.int64)
+        for p, (cols, idx, n) in enumerate(self.picks):
+            if n:
+                out[self.which == p] = cols.ts_recv(idx)
+        return out
 
     def records(self, venue: str) -> Iterator[Any]:
         """The records of ``build``, made one at a time as they are taken
@@ -159,7 +164,7 @@ class Piece:
         # A part with no rows in this piece gets None: ``which`` never names it.
         nexts: list[Any] = [cols.records(venue, idx).__next__ if n else None
                             for cols, idx, n in self.picks]
-        return map(call, map(nexts.__getitem__, self.which))
+        return map(call, map(nexts.__getitem__, self.which.tolist()))
 
 
 def merge(parts: list[tuple[str, pa.Table]], keys: Sequence[str]) -> Merged:

@@ -359,9 +359,17 @@ class Columns:
         with _gc_paused():
             return BUILDERS[self.name](venue, *[pick(idx) for pick in self._pickers])
 
-    def ts_recv(self, idx: Any = _ALL) -> list[int]:
-        """The ``ts_recv`` (int ns) of rows ``idx``, in that order, without their records."""
-        return list(self._pickers[RECORD_COLUMNS[self.name].index("ts_recv")](idx))
+    @cached_property
+    def _ts_recv(self) -> np.ndarray:
+        column = self._arrays[RECORD_COLUMNS[self.name].index("ts_recv")]
+        ts: np.ndarray = column.cast(pa.int64()).to_numpy()     # never null: no copy
+        return ts
+
+    def ts_recv(self, idx: Any = _ALL) -> np.ndarray:
+        """The ``ts_recv`` (int64 ns) of rows ``idx``, in that order, without their
+        records: a view for a slice, a numpy gather for indices."""
+        ts: np.ndarray = self._ts_recv[idx]
+        return ts
 
     def records(self, venue: str, idx: Any = _ALL) -> Iterator[Any]:
         """The records of ``build``, made one at a time as they are taken (the column

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -367,6 +368,7 @@ def test_a_pieces_deadlines_are_each_events_deadline(since: list[int], speed: fl
     deadlines = clock.deadlines(times)
     assert deadlines == [clock.deadline(ts) for ts in times]
     assert clock.anchored == bool(times)
+    assert clock.deadlines(np.array(times, dtype=np.int64)) == deadlines   # a piece's column
 
 
 def test_a_sparse_feed_is_released_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -262,5 +262,5 @@ def test_a_pieces_ts_recv_is_its_records_ts_recv(tmp_path: Path) -> None:
     pieces = list(Scan(tmp_path, VENUE).iter_pieces(7))
     assert any(p.which is not None for p in pieces)
     for piece in pieces:
-        assert piece.ts_recv() == [e.ts_recv for e in piece.build(VENUE)]
+        assert piece.ts_recv().tolist() == [e.ts_recv for e in piece.build(VENUE)]
     assert sum(len(p) for p in pieces) == len(events)
