@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from benchmarks import pacing
+from benchmarks import deadline_cost, pacing
 
 
 def test_the_pacing_limit_releases_every_event_never_early_on_the_same_grid() -> None:
@@ -40,3 +40,10 @@ def test_the_drive_records_every_events_lateness_across_pieces() -> None:
 def test_steal_is_a_count_that_only_grows() -> None:
     first = pacing.steal_s()
     assert 0 <= first <= pacing.steal_s()
+
+
+def test_the_deadline_cost_is_a_positive_time_an_event_for_lists_and_arrays() -> None:
+    n = 3 * pacing.PACED_ROWS                   # at 1000x: a few ms of events
+    for as_array in (False, True):
+        ns = asyncio.run(deadline_cost.per_event_ns(pacing.WallClock, as_array, n, 1000.0))
+        assert 0 < ns < 1e6                     # thread CPU per event, under a millisecond
