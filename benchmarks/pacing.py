@@ -103,7 +103,7 @@ def _feed_times(clock: Any, times: list[int]) -> Any:
 
 
 async def _drive(clock: Any, times: Any) -> None:
-    """As ``ReplayFeed.__anext__`` does: a piece's deadlines in one step (from
+    """As ``ReplayFeed._paced`` does: a piece's deadlines in one step (from
     ``_feed_times``), then one clock reading and one lateness append per event, ``pause``
     when it is not due. A clock of an older revision as that revision's feed did."""
     if not hasattr(clock, "deadlines"):

@@ -18,6 +18,8 @@ pieces of ``PACED_ROWS`` and their deadlines in one step from the piece's
 ``ts_recv`` (``WallClock.deadlines``): handing out an event that is due costs
 one clock reading and one lateness ``append``, no call into the clock
 (docs/benchmarks.md, "Pacing"). Unpaced feeds take pieces of ``UNPACED_ROWS``.
+``async for`` gets an async generator (``_paced`` or ``_unpaced``) that keeps
+its place in locals; ``anext(feed)`` goes through it too.
 Building Python objects in the worker instead gains nothing under the GIL and,
 worse, makes the loop wait up to the interpreter's switch interval (5 ms)
 whenever it wants the GIL back, which shows up as pacing lateness. The feed is
@@ -32,8 +34,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any, Self
 
 import pyarrow as pa
@@ -67,14 +68,13 @@ class ReplayFeed:
         self.count = 0                         # events handed to the consumer
         self._source: Iterator[Piece] | None = None
         self._pending: asyncio.Future[Piece | None] | None = None
-        self._dues: list[int] = []    # paced: their deadlines (monotonic ns)
+        self._dues: list[int] = []    # paced: the piece's deadlines (monotonic ns)
         self._prev_due = 0            # paced: the previous piece's last deadline
-        # paced: where each release's lateness goes (the clock's statistics)
-        self._late = self.clock.lateness.values if isinstance(self.clock, WallClock) else array("q")
         self._take: Any = None        # makes the piece's next record
-        self._i = 0                   # records of the piece handed out
+        self._start_count = 0         # ``count`` when the piece began
         self._n = 0                   # records in the piece
         self._maker = RecordMaker(self.scan.venue)
+        self._events: AsyncGenerator[Any, None] | None = None   # see __aiter__
         self._done = False
 
     # -- Feed protocol ---------------------------------------------------------------
@@ -84,6 +84,9 @@ class ReplayFeed:
 
     async def __aexit__(self, *exc: object) -> None:
         self._done = True
+        events, self._events = self._events, None
+        if events is not None:
+            await events.aclose()
         pending, self._pending = self._pending, None
         if pending is not None:
             # The worker thread cannot be interrupted: let it finish its piece.
@@ -92,10 +95,22 @@ class ReplayFeed:
         if source is not None and hasattr(source, "close"):
             source.close()
         self.clock.close()
-        self._dues, self._take, self._i, self._n = [], None, 0, 0
+        self._dues, self._take, self._start_count, self._n = [], None, self.count, 0
 
-    def __aiter__(self) -> ReplayFeed:
-        return self
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
+        """The events, from where the last ``async for`` stopped. One async generator
+        hands them out while it lives: its state is in locals, not attributes (per event:
+        one clock reading, one lateness ``append``, the record, one ``count`` store).
+        A generator ended by an exception (a cancel while it slept, say) has left its
+        place in the feed's attributes, and the next call starts another from there."""
+        events = self._events
+        if events is None or getattr(events, "ag_frame", None) is None:   # none, or ended
+            events = self._events = self._paced() if self.clock.paced else self._unpaced()
+        return events
+
+    async def __anext__(self) -> Any:
+        """The next event (``anext(feed)``; ``async for`` takes the faster way)."""
+        return await self.__aiter__().__anext__()
 
     def now(self) -> int:
         """The replay clock's time (ns): see ``replay.clock``."""
@@ -109,8 +124,9 @@ class ReplayFeed:
         clock = self.clock
         if not isinstance(clock, WallClock) or not clock.anchored:
             return 0
-        if self._i < self._n:
-            return max(0, time.monotonic_ns() - self._dues[self._i])
+        i = self.count - self._start_count
+        if i < self._n:
+            return max(0, time.monotonic_ns() - self._dues[i])
         return clock.lateness.last_ns
 
     @property
@@ -119,32 +135,40 @@ class ReplayFeed:
         ``max_ns`` is the most the replay was ever behind."""
         return self.clock.lateness if isinstance(self.clock, WallClock) else None
 
-    async def __anext__(self) -> Any:
-        if self._i >= self._n:
-            await self._refill()
-        i = self._i
+    async def _paced(self) -> AsyncGenerator[Any, None]:
         clock = self.clock
-        if clock.paced:
-            due = self._dues[i]
-            now = _monotonic_ns()
-            if now < due:
-                prev_due = self._dues[i - 1] if i else self._prev_due
-                assert isinstance(clock, WallClock)
-                while now < due:
-                    # Cancelled while sleeping: the event stays next, nothing is lost.
-                    await clock.pause(due, prev_due)
-                    now = _monotonic_ns()
-            self._late.append(now - due)
-            ev = self._take()
-        else:
-            if self.count and not self.count % YIELD_EVERY:
-                # Yield before taking the event: a cancel here loses nothing.
-                await asyncio.sleep(0)
-            ev = self._take()
-            clock.advance(ev.ts_recv)
-        self._i = i + 1
-        self.count += 1
-        return ev
+        assert isinstance(clock, WallClock)
+        append = clock.lateness.values.append     # fold() keeps the same array
+        while self.count - self._start_count < self._n or await self._refill():
+            dues, take, count = self._dues, self._take, self.count
+            for i in range(count - self._start_count, self._n):
+                due = dues[i]
+                now = _monotonic_ns()
+                if now < due:
+                    prev_due = dues[i - 1] if i else self._prev_due
+                    while now < due:
+                        # Cancelled while sleeping: the event stays next, nothing is lost.
+                        await clock.pause(due, prev_due)
+                        now = _monotonic_ns()
+                append(now - due)
+                ev = take()
+                count += 1
+                self.count = count
+                yield ev
+
+    async def _unpaced(self) -> AsyncGenerator[Any, None]:
+        advance = self.clock.advance
+        while self.count - self._start_count < self._n or await self._refill():
+            take, count = self._take, self.count
+            for _ in range(count - self._start_count, self._n):
+                if count and not count % YIELD_EVERY:
+                    # Yield before taking the event: a cancel here loses nothing.
+                    await asyncio.sleep(0)
+                ev = take()
+                advance(ev.ts_recv)
+                count += 1
+                self.count = count
+                yield ev
 
     # -- reading -----------------------------------------------------------------------
     def _start(self) -> None:
@@ -157,12 +181,13 @@ class ReplayFeed:
         source = self._source
         return None if source is None else next(source, None)
 
-    async def _refill(self) -> None:
+    async def _refill(self) -> bool:
+        """Take the next piece with rows (True), or find the replay ended (False)."""
         self._start()
         while True:
             if self._done or self._pending is None:
                 self._done = True
-                raise StopAsyncIteration
+                return False
             try:
                 # shield: cancelling the consumer must not orphan the worker thread.
                 piece = await asyncio.shield(self._pending)
@@ -175,7 +200,7 @@ class ReplayFeed:
             if piece is None:
                 self._pending = None
                 self._done = True
-                raise StopAsyncIteration
+                return False
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))   # read ahead
             if not len(piece):
                 continue
@@ -185,8 +210,8 @@ class ReplayFeed:
                 self._dues = clock.deadlines(piece.ts_recv())
                 clock.lateness.make_room(len(self._dues))
             self._take = iter(self._maker.make(piece)).__next__
-            self._i, self._n = 0, len(piece)
-            return
+            self._start_count, self._n = self.count, len(piece)
+            return True
 
     # -- unpaced extras ---------------------------------------------------------------
     def iter_batches(self, columns: Sequence[str] | None = None,

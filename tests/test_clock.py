@@ -584,3 +584,20 @@ async def test_a_sleep_can_be_wrapped_in_a_task_or_a_timeout() -> None:
         await asyncio.ensure_future(clock.sleep())
     assert time.monotonic_ns() >= clock.deadline(ts) and clock._timer is not None
     clock.close()
+
+
+async def test_a_feed_cancelled_while_it_sleeps_keeps_the_event_next(tmp_path: Path) -> None:
+    """A timeout around ``anext(feed)`` cancels the sleep: the event is not lost, the
+    next ``anext`` and ``async for`` go on from it, its lateness counted once."""
+    times = [T0, T0 + MS, T0 + 300 * MS, T0 + 301 * MS]
+    write_trades(tmp_path, times)
+    async with ReplayFeed(tmp_path, VENUE, speed=1.0) as feed:
+        got = [await anext(feed), await anext(feed)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(feed), 0.05)       # the third is 300 ms away
+        assert feed.count == 2 and feed.behind_ns == 0
+        got.append(await anext(feed))
+        got += [ev async for ev in feed]
+        late = feed.lateness
+    assert [ev.ts_recv for ev in got] == times and feed.count == 4
+    assert late is not None and late.count == 4
