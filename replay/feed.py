@@ -35,6 +35,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Self
 
 import pyarrow as pa
@@ -50,6 +51,23 @@ _monotonic_ns = time.monotonic_ns     # bound once: read for every paced event
 YIELD_EVERY = 4096
 PACED_ROWS = 1024
 UNPACED_ROWS = 4096
+_READER: list[ThreadPoolExecutor] = []
+
+
+def _reader() -> ThreadPoolExecutor:
+    """The threads that read pieces ahead, shared by all feeds (one read in flight per
+    feed). A plain ``concurrent.futures`` future per piece: the loop checks ``done()``
+    when it needs the piece, so a read that finishes in time wakes nobody (an asyncio
+    future would wake the loop through its self-pipe once a piece, ~100 µs of CPU a
+    wake-up on a VM); the loop waits on it only when the worker is behind."""
+    if not _READER:
+        _READER.append(ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
+                                          thread_name_prefix="tickrec-replay"))
+    return _READER[0]
+
+
+if hasattr(os, "register_at_fork"):         # a forked child has none of these threads
+    os.register_at_fork(after_in_child=_READER.clear)
 
 
 class ReplayFeed:
@@ -67,7 +85,7 @@ class ReplayFeed:
                                                           self.scan.start, pace_window)
         self.count = 0                         # events handed to the consumer
         self._source: Iterator[Piece] | None = None
-        self._pending: asyncio.Future[Piece | None] | None = None
+        self._pending: Future[Piece | None] | None = None    # the worker's next piece
         self._dues: list[int] = []    # paced: the piece's deadlines (monotonic ns)
         self._prev_due = 0            # paced: the previous piece's last deadline
         self._take: Any = None        # makes the piece's next record
@@ -90,7 +108,7 @@ class ReplayFeed:
         pending, self._pending = self._pending, None
         if pending is not None:
             # The worker thread cannot be interrupted: let it finish its piece.
-            await asyncio.gather(pending, return_exceptions=True)
+            await asyncio.gather(asyncio.wrap_future(pending), return_exceptions=True)
         source, self._source = self._source, None
         if source is not None and hasattr(source, "close"):
             source.close()
@@ -175,7 +193,7 @@ class ReplayFeed:
         if self._source is None and not self._done:
             rows = PACED_ROWS if self.clock.paced else UNPACED_ROWS
             self._source = self.scan.iter_pieces(min(rows, self.scan.chunk_rows))
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))
+            self._pending = _reader().submit(self._pull)
 
     def _pull(self) -> Piece | None:
         source = self._source
@@ -188,9 +206,12 @@ class ReplayFeed:
             if self._done or self._pending is None:
                 self._done = True
                 return False
+            pending = self._pending
             try:
-                # shield: cancelling the consumer must not orphan the worker thread.
-                piece = await asyncio.shield(self._pending)
+                if not pending.done():      # the worker is behind: the loop waits for it
+                    # shield: cancelling the consumer must not cancel the worker's read.
+                    await asyncio.shield(asyncio.wrap_future(pending))
+                piece = pending.result()
             except asyncio.CancelledError:
                 raise
             except BaseException:
@@ -201,7 +222,7 @@ class ReplayFeed:
                 self._pending = None
                 self._done = True
                 return False
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._pull))   # read ahead
+            self._pending = _reader().submit(self._pull)      # read ahead
             if not len(piece):
                 continue
             clock = self.clock
