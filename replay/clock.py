@@ -110,13 +110,22 @@ class Lateness:
             self.fold()
 
     def fold(self) -> None:
-        """Keep the last ``window`` values; count the older ones into the totals."""
+        """Keep the last ``window`` values; count the older ones into the totals (numpy
+        over the array's buffer: a Python ``sum`` and ``max`` of 65,536 values took
+        ~80 ns an event, once every 65,536 events)."""
         values = self.values
-        old = values[:-self.window]
-        self._folded += len(old)
-        self._folded_total += sum(old)
-        self._folded_max = max(self._folded_max, max(old, default=0))
-        del values[:-self.window]
+        cut = len(values) - self.window
+        if cut <= 0:
+            return
+        old = np.frombuffer(values, dtype=np.int64, count=cut)
+        most = int(old.max())
+        # exact: int64 cannot overflow while cut * most < 2^63 (hours of lateness each)
+        total = int(old.sum()) if most < _INT64_SAFE // cut else sum(old.tolist())
+        del old                         # the array cannot shrink while its buffer is lent
+        self._folded += cut
+        self._folded_total += total
+        self._folded_max = max(self._folded_max, most)
+        del values[:cut]
 
     @property
     def count(self) -> int:

@@ -165,6 +165,19 @@ def test_lateness_statistics() -> None:
     assert set(lat.summary()) == {"count", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
 
 
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(0, 5_000_000), st.integers(0, 2**62)), max_size=300),
+       window=st.integers(1, 20))
+def test_lateness_totals_stay_exact_whatever_is_folded(values: list[int], window: int) -> None:
+    """``fold`` sums in int64 unless that could overflow (huge values): exact either way."""
+    lat = Lateness(window=window)
+    for v in values:
+        lat.add(v)
+    assert lat.count == len(values) and lat.total_ns == sum(values)
+    assert lat.max_ns == max(values, default=0) and len(lat.values) < 2 * window
+    assert list(lat.values) == values[len(values) - len(lat.values):]
+
+
 def test_make_clock() -> None:
     assert isinstance(make_clock("wall", None), VirtualClock)
     assert isinstance(make_clock("virtual", 3.0), VirtualClock)
