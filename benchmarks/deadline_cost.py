@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.pacing import _clock_at, _times
 from replay.clock import WallClock
-from replay.feed import PACED_ROWS
+from replay.feed import PIECE_ROWS
 
 
 async def per_event_ns(clock_type: Any, as_array: bool, n: int = 40_960,
@@ -37,9 +37,9 @@ async def per_event_ns(clock_type: Any, as_array: bool, n: int = 40_960,
     late = clock.lateness
     append = late.values.append
     spent, prev_due = [], 0
-    for start in range(0, n, PACED_ROWS):
+    for start in range(0, n, PIECE_ROWS):
         began = cpu()
-        dues = clock.deadlines(times[start:start + PACED_ROWS])
+        dues = clock.deadlines(times[start:start + PIECE_ROWS])
         spent.append((cpu() - began) / len(dues))
         late.make_room(len(dues))
         for i, due in enumerate(dues):

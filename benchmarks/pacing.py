@@ -2,7 +2,7 @@
 
 Feeds 10,000 events at 1x and 100,000 at 10x (3 s of each), spaced like a busy
 feed (0.1 to 0.5 ms apart), through the replay clock exactly as ``ReplayFeed``
-does (``WallClock.deadlines`` for a piece of ``PACED_ROWS``, then one reading per
+does (``WallClock.deadlines`` for a piece of ``PIECE_ROWS``, then one reading per
 event and ``pause`` when one is not yet due), in the default mode and in the
 precise mode (spins the last stretch of each wait). Lateness is measured
 against the monotonic clock as the feed does; CPU is process time over wall
@@ -52,7 +52,7 @@ from typing import Any, Self
 import numpy as np
 
 from replay.clock import WINDOW_S, WallClock
-from replay.feed import PACED_ROWS, ReplayFeed
+from replay.feed import PIECE_ROWS, ReplayFeed
 from replay.timer import NS, TimerFd
 from storage.atomic import write_parquet
 from storage.layout import partition_dir
@@ -113,8 +113,8 @@ async def _drive(clock: Any, times: Any) -> None:
     late = clock.lateness
     append = late.values.append
     prev_due = 0
-    for start in range(0, len(times), PACED_ROWS):
-        dues = clock.deadlines(times[start:start + PACED_ROWS])
+    for start in range(0, len(times), PIECE_ROWS):
+        dues = clock.deadlines(times[start:start + PIECE_ROWS])
         late.make_room(len(dues))
         for i in range(len(dues)):
             due = dues[i]

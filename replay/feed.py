@@ -6,27 +6,28 @@
 
 Yields the ``schemas.events`` records (``RawRow`` for ``kind="raw"``) of
 ``replay.scan.Scan`` in replay order, each released by the clock
-(``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run in a
-worker thread one piece ahead of the consumer, so a day boundary or a large
-Parquet file does not stall the event loop or the pacing. The worker hands over
-``Piece``s (zero-copy Arrow slices); the records are made on the loop, as
-``replay.scan.RecordMaker`` judges suits the consumer: one at a time as taken
-while it drops them (so the cyclic collector does not run, and a paced feed
-has no piece's worth of records to build at once, which made the first events
-of each piece late), a list per piece while it keeps them. Paced feeds take
-pieces of ``PACED_ROWS`` and their deadlines in one step from the piece's
-``ts_recv`` (``WallClock.deadlines``): handing out an event that is due costs
-one clock reading and one lateness ``append``, no call into the clock
-(docs/benchmarks.md, "Pacing"). Unpaced feeds take pieces of ``UNPACED_ROWS``.
-``async for`` gets an async generator (``_paced`` or ``_unpaced``) that keeps
-its place in locals; ``anext(feed)`` goes through it too.
-Building Python objects in the worker instead gains nothing under the GIL and,
-worse, makes the loop wait up to the interpreter's switch interval (5 ms)
-whenever it wants the GIL back, which shows up as pacing lateness. The feed is
-one stream: a second ``async for`` continues where the first stopped; open a
-new feed to replay again. Unpaced feeds (``speed="max"`` or the virtual clock)
-still yield to the event loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps
-the piece size.
+(``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run on a
+reader thread one piece (``PIECE_ROWS``) ahead of the consumer, so a day
+boundary or a large Parquet file does not stall the event loop or the pacing;
+the loop takes the read piece when it needs it, and waits only if the reader is
+behind. The reader hands over ``Piece``s (zero-copy Arrow slices); the records
+are made on the loop, as ``replay.scan.RecordMaker`` judges suits the consumer:
+one at a time as taken while it drops them (so the cyclic collector does not
+run), a list per piece while it keeps them. A paced feed computes a piece's
+deadlines in one step from its ``ts_recv`` (``WallClock.deadlines``): handing
+out an event that is due costs one clock reading and one lateness ``append``,
+no call into the clock (docs/benchmarks.md, "Pacing"). It makes the records
+from cuts of ``RECORD_ROWS`` of the piece, one cut after the other, so the
+work done at once when a cut begins (gathering its values, or building its
+list) stays short enough not to make the events then due late. Building Python
+objects on the reader thread instead gains nothing under the GIL and, worse,
+makes the loop wait up to the interpreter's switch interval (5 ms) whenever it
+wants the GIL back, which shows up as pacing lateness. ``async for`` gets an
+async generator (``_paced`` or ``_unpaced``) that keeps its place in locals;
+``anext(feed)`` goes through it too. The feed is one stream: a second ``async
+for`` continues where the first stopped; open a new feed to replay again.
+Unpaced feeds (``speed="max"`` or the virtual clock) still yield to the event
+loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps the piece size.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
 from typing import Any, Self
 
 import pyarrow as pa
@@ -49,8 +51,8 @@ from replay.scan import CHUNK_ROWS, RecordMaker, Scan
 _monotonic_ns = time.monotonic_ns     # bound once: read for every paced event
 
 YIELD_EVERY = 4096
-PACED_ROWS = 1024
-UNPACED_ROWS = 4096
+PIECE_ROWS = 4096     # rows a piece: the read-ahead's unit, and a paced piece's deadlines
+RECORD_ROWS = 1024    # paced: records are made from pieces this long, cut from a piece
 _READER: list[ThreadPoolExecutor] = []
 
 
@@ -191,8 +193,7 @@ class ReplayFeed:
     # -- reading -----------------------------------------------------------------------
     def _start(self) -> None:
         if self._source is None and not self._done:
-            rows = PACED_ROWS if self.clock.paced else UNPACED_ROWS
-            self._source = self.scan.iter_pieces(min(rows, self.scan.chunk_rows))
+            self._source = self.scan.iter_pieces(min(PIECE_ROWS, self.scan.chunk_rows))
             self._pending = _reader().submit(self._pull)
 
     def _pull(self) -> Piece | None:
@@ -230,7 +231,13 @@ class ReplayFeed:
                 self._prev_due = self._dues[-1] if self._dues else 0
                 self._dues = clock.deadlines(piece.ts_recv())
                 clock.lateness.make_room(len(self._dues))
-            self._take = iter(self._maker.make(piece)).__next__
+                # made one cut at a time (each when the last is used up, as RecordMaker
+                # wants): a cut's values are gathered at its first event, ~0.2 ms cold
+                records: Iterator[Any] = chain.from_iterable(
+                    map(self._maker.make, piece.split(RECORD_ROWS)))
+            else:
+                records = iter(self._maker.make(piece))
+            self._take = records.__next__
             self._start_count, self._n = self.count, len(piece)
             return True
 

@@ -107,21 +107,9 @@ class Merged:
         """Consecutive pieces of at most ``rows`` merged positions, in order. The
         parts' columns are prepared for building here (``Columns``), once per part."""
         cols = [Columns(name, t) for name, t in self.parts]
-        total = self.rows
-        done = [0] * len(self.parts)            # rows of each part handed out so far
-        for off in range(0, total, rows):
-            if self.which is None:
-                counts, which = [min(rows, total - off)], None
-            else:
-                w = self.which[off:off + rows]
-                counts = np.bincount(w, minlength=len(self.parts)).tolist()
-                which = w
-            picks = []
-            for p, n in enumerate(counts):
-                perm, a = self.perms[p], done[p]
-                picks.append((cols[p], slice(a, a + n) if perm is None else perm[a:a + n], n))
-                done[p] += n
-            yield Piece(picks, which)
+        picks = [(c, slice(0, c.rows) if perm is None else perm, c.rows)
+                 for c, perm in zip(cols, self.perms)]
+        return Piece(picks, self.which).split(rows)
 
 
 @dataclass
@@ -134,6 +122,22 @@ class Piece:
 
     def __len__(self) -> int:
         return sum(n for _, _, n in self.picks)
+
+    def split(self, rows: int) -> Iterator[Piece]:
+        """Consecutive pieces of at most ``rows`` of these positions, in order."""
+        total = len(self)
+        done = [0] * len(self.picks)            # rows of each part handed out so far
+        for off in range(0, total, rows):
+            if self.which is None:
+                counts, which = [min(rows, total - off)], None
+            else:
+                which = self.which[off:off + rows]
+                counts = np.bincount(which, minlength=len(self.picks)).tolist()
+            picks = []
+            for (cols, idx, _), n, a in zip(self.picks, counts, done, strict=True):
+                picks.append((cols, _positions(idx, a, n), n))
+            done = [a + n for a, n in zip(done, counts, strict=True)]
+            yield Piece(picks, which)
 
     def build(self, venue: str) -> list[Any]:
         """The records, in order (``Columns.build`` per part, then interleaved)."""
@@ -165,6 +169,14 @@ class Piece:
         nexts: list[Any] = [cols.records(venue, idx).__next__ if n else None
                             for cols, idx, n in self.picks]
         return map(call, map(nexts.__getitem__, self.which.tolist()))
+
+
+def _positions(idx: Any, start: int, n: int) -> Any:
+    """Rows ``start`` to ``start + n`` of ``idx``: a slice of a slice, or of an index array."""
+    if isinstance(idx, slice):
+        first = idx.start or 0
+        return slice(first + start, first + start + n)
+    return idx[start:start + n]
 
 
 def merge(parts: list[tuple[str, pa.Table]], keys: Sequence[str]) -> Merged:

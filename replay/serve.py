@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from replay.clock import WallClock
-from replay.feed import PACED_ROWS, ReplayFeed
+from replay.feed import RECORD_ROWS, ReplayFeed
 from replay.params import parse_speed, parse_symbols
 from replay.rows import RawRow
 from replay.scan import CHUNK_ROWS, Scan
@@ -203,7 +203,7 @@ class ReplayServer:
         # small pieces, so building one never holds the loop long enough to delay others
         feed = ReplayFeed(self.root, venue.name, start=self.start_ns, end=self.end_ns,
                           kind="raw", clock="virtual",
-                          chunk_rows=PACED_ROWS if clock is not None else CHUNK_ROWS)
+                          chunk_rows=RECORD_ROWS if clock is not None else CHUNK_ROWS)
         try:
             async with feed:
                 async for row in feed:

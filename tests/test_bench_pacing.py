@@ -30,7 +30,7 @@ def test_the_pacing_limit_releases_every_event_never_early_on_the_same_grid() ->
 
 
 def test_the_drive_records_every_events_lateness_across_pieces() -> None:
-    n = 2 * pacing.PACED_ROWS + 5               # three pieces, the last one short
+    n = 2 * pacing.PIECE_ROWS + 5               # three pieces, the last one short
     clock = pacing.WallClock(1000.0)
     asyncio.run(pacing._drive(clock, pacing._times(n)))
     clock.close()
@@ -43,7 +43,7 @@ def test_steal_is_a_count_that_only_grows() -> None:
 
 
 def test_the_deadline_cost_is_a_positive_time_an_event_for_lists_and_arrays() -> None:
-    n = 3 * pacing.PACED_ROWS                   # at 1000x: a few ms of events
+    n = 3 * pacing.PIECE_ROWS                   # at 1000x: a few ms of events
     for as_array in (False, True):
         ns = asyncio.run(deadline_cost.per_event_ns(pacing.WallClock, as_array, n, 1000.0))
         assert 0 < ns < 1e6                     # thread CPU per event, under a millisecond

@@ -23,7 +23,7 @@ import replay
 import replay.clock
 import replay.feed
 from replay.clock import Lateness, VirtualClock, WallClock, make_clock
-from replay.feed import ReplayFeed
+from replay.feed import RECORD_ROWS, ReplayFeed
 from replay.timer import TimerFd
 from schemas.errors import ConfigError
 from schemas.events import Trade
@@ -614,3 +614,22 @@ async def test_a_feed_cancelled_while_it_sleeps_keeps_the_event_next(tmp_path: P
         late = feed.lateness
     assert [ev.ts_recv for ev in got] == times and feed.count == 4
     assert late is not None and late.count == 4
+
+
+async def test_a_paced_piece_is_made_in_cuts_in_order_whether_kept_or_dropped(
+        tmp_path: Path) -> None:
+    """A piece longer than ``RECORD_ROWS`` is made cut after cut (``Piece.split``):
+    every event once, in order, each with its lateness, kept or dropped."""
+    times = [T0 + i * 1_000 for i in range(2 * RECORD_ROWS + 300)]   # 1 µs apart
+    write_trades(tmp_path, times)
+    for keep in (False, True):
+        kept: list[Any] = []
+        seen: list[int] = []
+        async with ReplayFeed(tmp_path, VENUE, speed=1.0) as feed:
+            async for ev in feed:
+                seen.append(ev.ts_recv)
+                if keep:
+                    kept.append(ev)
+            late = feed.lateness
+        assert seen == times and late is not None and late.count == len(times)
+        assert [ev.ts_recv for ev in kept] == (times if keep else [])

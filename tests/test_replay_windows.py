@@ -264,3 +264,22 @@ def test_a_pieces_ts_recv_is_its_records_ts_recv(tmp_path: Path) -> None:
     for piece in pieces:
         assert piece.ts_recv().tolist() == [e.ts_recv for e in piece.build(VENUE)]
     assert sum(len(p) for p in pieces) == len(events)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(piece_rows=st.integers(1, 40), split_rows=st.integers(1, 12))
+def test_a_piece_split_in_smaller_pieces_holds_the_same_records(
+        tmp_path: Path, piece_rows: int, split_rows: int) -> None:
+    """What a paced feed makes its records from (pieces of ``RECORD_ROWS`` cut from
+    pieces of ``PIECE_ROWS``): every table interleaved, two days."""
+    root = tmp_path / f"{piece_rows}-{split_rows}"
+    if not root.exists():
+        write_sealed(root, make_events())
+    for piece in Scan(root, VENUE).iter_pieces(piece_rows):
+        parts = list(piece.split(split_rows))
+        assert all(0 < len(p) <= split_rows for p in parts)
+        assert sum(len(p) for p in parts) == len(piece)
+        whole = jsons(piece.build(VENUE))         # as JSON: books hold NaN levels
+        assert jsons([e for p in parts for e in p.build(VENUE)]) == whole
+        assert jsons([e for p in parts for e in p.records(VENUE)]) == whole
