@@ -88,6 +88,7 @@ class ReplayFeed:
         self.count = 0                         # events handed to the consumer
         self._source: Iterator[Piece] | None = None
         self._pending: Future[Piece | None] | None = None    # the worker's next piece
+        self._ahead: tuple[Piece, list[int]] | None = None    # paced: read, deadlines known
         self._dues: list[int] = []    # paced: the piece's deadlines (monotonic ns)
         self._prev_due = 0            # paced: the previous piece's last deadline
         self._take: Any = None        # makes the piece's next record
@@ -116,6 +117,7 @@ class ReplayFeed:
             source.close()
         self.clock.close()
         self._dues, self._take, self._start_count, self._n = [], None, self.count, 0
+        self._ahead = None
 
     def __aiter__(self) -> AsyncGenerator[Any, None]:
         """The events, from where the last ``async for`` stopped. One async generator
@@ -166,6 +168,8 @@ class ReplayFeed:
                 now = _monotonic_ns()
                 if now < due:
                     prev_due = dues[i - 1] if i else self._prev_due
+                    if self._ahead is None:
+                        self._look_ahead(clock)        # time to spare: not at the boundary
                     while now < due:
                         # Cancelled while sleeping: the event stays next, nothing is lost.
                         await clock.pause(due, prev_due)
@@ -200,9 +204,25 @@ class ReplayFeed:
         source = self._source
         return None if source is None else next(source, None)
 
+    def _look_ahead(self, clock: WallClock) -> None:
+        """Take the read piece now and work out its deadlines, if the reader has it (the
+        feed is about to sleep: at the piece boundary this would delay events due)."""
+        pending = self._pending
+        if pending is None or not pending.done() or pending.exception() is not None:
+            return                                  # not read yet, or _refill raises it
+        piece = pending.result()
+        if piece is None or not len(piece):
+            return                                  # the end, or nothing: _refill's
+        self._pending = _reader().submit(self._pull)
+        self._ahead = piece, clock.deadlines(piece.ts_recv())
+
     async def _refill(self) -> bool:
         """Take the next piece with rows (True), or find the replay ended (False)."""
         self._start()
+        if self._ahead is not None:
+            self._use(*self._ahead)
+            self._ahead = None
+            return True
         while True:
             if self._done or self._pending is None:
                 self._done = True
@@ -227,19 +247,25 @@ class ReplayFeed:
             if not len(piece):
                 continue
             clock = self.clock
-            if isinstance(clock, WallClock):
-                self._prev_due = self._dues[-1] if self._dues else 0
-                self._dues = clock.deadlines(piece.ts_recv())
-                clock.lateness.make_room(len(self._dues))
-                # made one cut at a time (each when the last is used up, as RecordMaker
-                # wants): a cut's values are gathered at its first event, ~0.2 ms cold
-                records: Iterator[Any] = chain.from_iterable(
-                    map(self._maker.make, piece.split(RECORD_ROWS)))
-            else:
-                records = iter(self._maker.make(piece))
-            self._take = records.__next__
-            self._start_count, self._n = self.count, len(piece)
+            dues = clock.deadlines(piece.ts_recv()) if isinstance(clock, WallClock) else []
+            self._use(piece, dues)
             return True
+
+    def _use(self, piece: Piece, dues: list[int]) -> None:
+        """Hand ``piece`` out next (``dues``: its deadlines, paced feeds)."""
+        clock = self.clock
+        if isinstance(clock, WallClock):
+            self._prev_due = self._dues[-1] if self._dues else 0
+            self._dues = dues
+            clock.lateness.make_room(len(dues))
+            # made one cut at a time (each when the last is used up, as RecordMaker
+            # wants): a cut's values are gathered at its first event, ~0.2 ms cold
+            records: Iterator[Any] = chain.from_iterable(
+                map(self._maker.make, piece.split(RECORD_ROWS)))
+        else:
+            records = iter(self._maker.make(piece))
+        self._take = records.__next__
+        self._start_count, self._n = self.count, len(piece)
 
     # -- unpaced extras ---------------------------------------------------------------
     def iter_batches(self, columns: Sequence[str] | None = None,

@@ -633,3 +633,24 @@ async def test_a_paced_piece_is_made_in_cuts_in_order_whether_kept_or_dropped(
             late = feed.lateness
         assert seen == times and late is not None and late.count == len(times)
         assert [ev.ts_recv for ev in kept] == (times if keep else [])
+
+
+async def test_a_paced_feed_takes_the_next_piece_while_it_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces read in time are taken, their deadlines worked out, while the feed waits
+    for an event (not when the piece boundary is due): the same events, in order."""
+    times = [T0 + i * 20 * MS for i in range(12)]                # 20 ms apart
+    write_trades(tmp_path, times)
+    taken: list[int] = []
+    look_ahead = ReplayFeed._look_ahead
+
+    def spy(feed: ReplayFeed, clock: WallClock) -> None:
+        look_ahead(feed, clock)
+        if feed._ahead is not None:
+            taken.append(feed.count)
+    monkeypatch.setattr(ReplayFeed, "_look_ahead", spy)
+    async with ReplayFeed(tmp_path, VENUE, speed=4.0, chunk_rows=3) as feed:
+        got = [ev.ts_recv async for ev in feed]
+        late = feed.lateness
+    assert got == times and late is not None and late.count == len(times)
+    assert taken and all(0 < n < len(times) for n in taken)   # ahead, during the replay
