@@ -107,7 +107,10 @@ class ReplayFeed:
         self._done = True
         events, self._events = self._events, None
         if events is not None:
-            await events.aclose()
+            try:
+                await events.aclose()
+            except RuntimeError:    # another task is inside it: it ends when it wakes
+                pass
         pending, self._pending = self._pending, None
         if pending is not None:
             # The worker thread cannot be interrupted: let it finish its piece.
@@ -173,6 +176,8 @@ class ReplayFeed:
                     while now < due:
                         # Cancelled while sleeping: the event stays next, nothing is lost.
                         await clock.pause(due, prev_due)
+                        if self._done and not self._n:
+                            return                     # the feed was exited meanwhile
                         now = _monotonic_ns()
                 append(now - due)
                 ev = take()
@@ -188,6 +193,8 @@ class ReplayFeed:
                 if count and not count % YIELD_EVERY:
                     # Yield before taking the event: a cancel here loses nothing.
                     await asyncio.sleep(0)
+                    if self._done and not self._n:
+                        return                         # the feed was exited meanwhile
                 ev = take()
                 advance(ev.ts_recv)
                 count += 1

@@ -581,3 +581,28 @@ def test_use_system_pool_puts_arrow_on_the_c_allocator() -> None:
             "print(pa.default_memory_pool().backend_name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "system"
+
+
+async def test_a_feed_exited_by_another_task_while_it_sleeps(
+        store: tuple[Path, list[Any]]) -> None:
+    """``__aexit__`` from another task while the consumer sleeps in the feed: the exit
+    completes (no error about the running generator) and the feed ends."""
+    root, _ = store
+    feed = replay.open(root, VENUE, speed=0.001)      # the 7th event is hours away
+    await feed.__aenter__()
+
+    async def consume() -> None:
+        async for _ in feed:
+            pass
+    task = asyncio.create_task(consume())
+    for _ in range(500):
+        if feed.count == 6:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+    await feed.__aexit__(None, None, None)
+    assert feed._pending is None and feed._source is None and feed.count == 6
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [ev async for ev in feed] == []
