@@ -5,7 +5,7 @@ with each clock, interleaved: the clock of git revision ``REV`` given each piece
 ``ts_recv`` as a Python list (what ``Piece.ts_recv`` returned up to session 8), and
 this one given the int64 slice the feed now hands it. Around each
 ``clock.deadlines`` call it reads the thread's CPU time; it prints the median per
-event of each round. The pacing itself is ``pacing._drive``'s loop, so the calls
+event of each round. The pacing is ``pacing._drive``'s loop, so the calls
 run where the feed makes them: right after a wake-up, with the caches cold, where
 they cost three to five times what a tight loop says (docs/benchmarks.md,
 "Pacing, session 9").
@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.pacing import _clock_at, _times
+from benchmarks.pacing import _clock_at, _drive, _times
 from replay.clock import WallClock
-from replay.feed import PIECE_ROWS
 
 
 async def per_event_ns(clock_type: Any, as_array: bool, n: int = 40_960,
@@ -33,26 +31,10 @@ async def per_event_ns(clock_type: Any, as_array: bool, n: int = 40_960,
     times: Any = _times(n)
     if as_array:
         times = np.asarray(times, dtype=np.int64)
-    mono, cpu = time.monotonic_ns, time.thread_time_ns
-    late = clock.lateness
-    append = late.values.append
-    spent, prev_due = [], 0
-    for start in range(0, n, PIECE_ROWS):
-        began = cpu()
-        dues = clock.deadlines(times[start:start + PIECE_ROWS])
-        spent.append((cpu() - began) / len(dues))
-        late.make_room(len(dues))
-        for i, due in enumerate(dues):
-            now = mono()
-            if now < due:
-                prev = dues[i - 1] if i else prev_due
-                while now < due:
-                    await clock.pause(due, prev)
-                    now = mono()
-            append(now - due)
-        prev_due = dues[-1]
+    spent: list[float] = []
+    await _drive(clock, times, spent)
     clock.close()
-    return statistics.median(spent[1:])          # the first piece also anchors
+    return statistics.median(spent[1:] or spent)     # the first piece also anchors
 
 
 def main(rev: str, rounds: int = 4) -> None:

@@ -102,19 +102,23 @@ def _feed_times(clock: Any, times: list[int]) -> Any:
     return np.asarray(times, dtype=np.int64) if hasattr(clock, "deadlines") else times
 
 
-async def _drive(clock: Any, times: Any) -> None:
+async def _drive(clock: Any, times: Any, deadline_ns: list[float] | None = None) -> None:
     """As ``ReplayFeed._paced`` does: a piece's deadlines in one step (from
     ``_feed_times``), then one clock reading and one lateness append per event, ``pause``
-    when it is not due. A clock of an older revision as that revision's feed did."""
+    when it is not due. A clock of an older revision as that revision's feed did.
+    ``deadline_ns`` gets each piece's ``deadlines`` call's thread CPU ns per event."""
     if not hasattr(clock, "deadlines"):
         await _drive_by_release(clock, times)
         return
-    mono = time.monotonic_ns
+    mono, cpu = time.monotonic_ns, time.thread_time_ns
     late = clock.lateness
     append = late.values.append
     prev_due = 0
     for start in range(0, len(times), PIECE_ROWS):
+        began = cpu() if deadline_ns is not None else 0
         dues = clock.deadlines(times[start:start + PIECE_ROWS])
+        if deadline_ns is not None:
+            deadline_ns.append((cpu() - began) / len(dues))
         late.make_room(len(dues))
         for i in range(len(dues)):
             due = dues[i]
