@@ -104,27 +104,38 @@ def _feed_times(clock: Any, times: list[int]) -> Any:
 
 async def _drive(clock: Any, times: Any, deadline_ns: list[float] | None = None) -> None:
     """As ``ReplayFeed._paced`` does: a piece's deadlines in one step (from
-    ``_feed_times``), then one clock reading and one lateness append per event, ``pause``
-    when it is not due. A clock of an older revision as that revision's feed did.
-    ``deadline_ns`` gets each piece's ``deadlines`` call's thread CPU ns per event."""
+    ``_feed_times``; the next piece's while it waits for an event), then one clock
+    reading and one lateness append per event, ``pause`` when it is not due. A clock of
+    an older revision as that revision's feed did (session 8's computed each piece's
+    deadlines at its first event). ``deadline_ns`` gets each ``deadlines`` call's
+    thread CPU ns per event."""
     if not hasattr(clock, "deadlines"):
         await _drive_by_release(clock, times)
         return
     mono, cpu = time.monotonic_ns, time.thread_time_ns
+
+    def deadlines_from(start: int) -> list[int]:
+        began = cpu() if deadline_ns is not None else 0
+        dues: list[int] = clock.deadlines(times[start:start + PIECE_ROWS])
+        if deadline_ns is not None:
+            deadline_ns.append((cpu() - began) / len(dues))
+        return dues
+
     late = clock.lateness
     append = late.values.append
     prev_due = 0
+    ahead: list[int] | None = None
     for start in range(0, len(times), PIECE_ROWS):
-        began = cpu() if deadline_ns is not None else 0
-        dues = clock.deadlines(times[start:start + PIECE_ROWS])
-        if deadline_ns is not None:
-            deadline_ns.append((cpu() - began) / len(dues))
+        dues, ahead = ahead or deadlines_from(start), None
+        following = start + PIECE_ROWS
         late.make_room(len(dues))
         for i in range(len(dues)):
             due = dues[i]
             now = mono()
             if now < due:
                 prev = dues[i - 1] if i else prev_due
+                if ahead is None and following < len(times):
+                    ahead = deadlines_from(following)
                 while now < due:
                     await clock.pause(due, prev)
                     now = mono()
