@@ -20,15 +20,14 @@ def row(name: str, ours: float, base: float | None, unit: str, target: str, met:
             f"{'met' if met else 'MISSED'}")
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
-    stolen_s, began = pacing.steal_s(), time.perf_counter()
-    print(f"tickrec benchmarks on {platform.node()}: {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
-    print(f"{'figure':38s} {'ours':>12s} {'baseline':>12s} {'ratio':>6s}  {'unit':10s} "
-          f"{'target':18s} verdict")
+def _capture(quick: bool) -> None:
+    """Capture through the whole pipeline beside a bare client; recorder RSS."""
     for line in capture.report(quick, row):
         print(line, flush=True)
+
+
+def _replay(quick: bool) -> None:
+    """Replay at max speed, objects and batches, beside pyarrow and the limits."""
     rep = replay_speed.run(500_000 if quick else 2_000_000)
     for t in ("trades", "book"):
         way = f"   pyarrow: {rep[f'{t}_baseline_way']}"
@@ -48,16 +47,29 @@ def main() -> None:
                   rep[f"{t}_ordered"], "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7)
               + f"   pyarrow unordered, text decoded "
                 f"{rep[f'{t}_pyarrow']['dictionary, 1 thread, text decoded']:,.0f}/s")
+
+
+def _memory(quick: bool) -> None:
+    """Peak RSS of a replay streaming the rows, beside bare pyarrow."""
     mem = replay_memory.run(10_000_000 if quick else 100_000_000)
     for mode in ("batches", "objects"):
         m = mem[mode]
         print(row(f"replay peak RSS {mode}, {m['rows'] / 1e6:.0f}M rows vs pyarrow", m["peak_mb"],
                   mem["pyarrow"]["peak_mb"], "MB", "<= 300 MB", m["peak_mb"] <= 300))
+
+
+def _storage(quick: bool) -> None:
+    """Bytes per stored row and per raw frame beside one zstd stream."""
     st = storage.run(50_000 if quick else 200_000)
     print(row("bytes per trades row", st["trade_bytes"], None, "bytes", "<= 11", st["trade_bytes"] <= 11))
     print(row("bytes per book row (5 levels)", st["book_bytes"], None, "bytes", "-", True))
     print(row("bytes per raw frame vs one zstd-3 stream", st["raw_bytes"], st["zstd_stream_bytes"],
               "bytes", "<= 1.2x stream", st["raw_bytes"] <= 1.2 * st["zstd_stream_bytes"]))
+    print(f"(raw frames average {st['raw_frame_len']:.0f} bytes on the wire)")
+
+
+def _pacing(quick: bool) -> None:
+    """Pacing lateness and CPU at 1x and 10x beside the machine limit."""
     for p in pacing.run(2_000 if quick else 10_000):
         mode = "precise" if p["precise"] else "default"
         target_ms = 0.2 if p["precise"] else 1.5
@@ -79,6 +91,10 @@ def main() -> None:
                       100 * p["cpu"], "% CPU", "-", True)
                   + f"   replay.open over the same events as trades (reading, records, "
                     f"pacing), p99 {p['feed_p99_ms']:.2f} ms")
+
+
+def _query(quick: bool) -> None:
+    """The VWAP scan beside read_parquet and the narrow query's first row."""
     q = query.run(10_000_000 if quick else 100_000_000)
     print(row(f"query VWAP scan, {q['rows'] / 1e6:.0f}M rows vs read_parquet", q["scan_per_s"],
               q["limit_per_s"], "rows/s", ">= 100,000,000/s", q["scan_per_s"] >= 1e8)
@@ -88,7 +104,30 @@ def main() -> None:
     print(row("query one symbol one hour: first row", q["first_row_ms"], None, "ms", "< 20 ms",
               q["first_row_ms"] < 20) + f"   new connection {q['first_row_new_ms']:.0f} ms")
     print(row("bytes per sealed trades row", q["bytes_per_row"], None, "bytes", "-", True))
-    print(f"(raw frames average {st['raw_frame_len']:.0f} bytes on the wire)")
+
+
+SECTIONS = {"capture": _capture, "replay": _replay, "memory": _memory, "storage": _storage,
+            "pacing": _pacing, "query": _query}
+
+
+def main() -> None:
+    """``--quick``: smaller sizes; ``--only pacing,query``: those sections of the table."""
+    args = sys.argv[1:]
+    quick = "--quick" in args
+    names = list(SECTIONS)
+    if "--only" in args:
+        at = args.index("--only") + 1
+        names = args[at].split(",") if at < len(args) else []
+        unknown = [n for n in names if n not in SECTIONS]
+        if not names or unknown:
+            sys.exit(f"--only takes sections from {', '.join(SECTIONS)}; got {unknown or 'none'}")
+    stolen_s, began = pacing.steal_s(), time.perf_counter()
+    print(f"tickrec benchmarks on {platform.node()}: {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
+    print(f"{'figure':38s} {'ours':>12s} {'baseline':>12s} {'ratio':>6s}  {'unit':10s} "
+          f"{'target':18s} verdict")
+    for name in names:
+        SECTIONS[name](quick)
     wall = time.perf_counter() - began
     print(f"(the run took {wall / 60:.1f} min; the host took "
           f"{(pacing.steal_s() - stolen_s) / (wall * (os.cpu_count() or 1)):.1%} of the CPUs "
