@@ -44,7 +44,7 @@ def open(root: str | os.PathLike[str], venue: str, *,
          symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
          speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
          tables: str | Sequence[str] | None = None, precise: bool = False,
-         pace_window: float = WINDOW_S) -> ReplayFeed:
+         pace_window: float = WINDOW_S, read_ahead: bool = True) -> ReplayFeed:
     """A ``ReplayFeed``: async context manager and async iterator of the stream.
 
     ``venue`` is required; ``symbols`` a list (or "A,B"); ``start``/``end`` ns ints,
@@ -54,13 +54,18 @@ def open(root: str | os.PathLike[str], venue: str, *,
     the event tables (default all five); ``precise`` spins the last millisecond of
     each wait; ``pace_window`` (seconds, default 0.00135) is how late the default mode
     may release an event so that the events due within it share one wake-up
-    (``replay.clock``: more saves CPU at high rates, less is less late). Bad
-    arguments, a missing root or a directory that is not a store raise
-    ``ConfigError`` here; an empty range just yields nothing.
+    (``replay.clock``: more saves CPU at high rates, less is less late).
+    ``read_ahead`` (default) reads the next piece on a reader thread, so reading a
+    day never stalls the event loop; ``read_ahead=False`` reads on the loop, between
+    events: an unpaced replay (``speed="max"``, ``clock="virtual"``) whose program
+    owns its loop runs faster that way (docs/benchmarks.md, "Session 9"), but every
+    other task on the loop waits while a day is read. Bad arguments, a missing root
+    or a directory that is not a store raise ``ConfigError`` here; an empty range
+    just yields nothing.
     """
     return ReplayFeed(root, venue, symbols=symbols, start=start, end=end, speed=speed,
                       clock=clock, kind=kind, tables=tables, precise=precise,
-                      pace_window=pace_window)
+                      pace_window=pace_window, read_ahead=read_ahead)
 
 
 def use_system_pool() -> None:

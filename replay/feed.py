@@ -79,7 +79,8 @@ class ReplayFeed:
                  symbols: str | Sequence[str] | None = None, start: Any = None, end: Any = None,
                  speed: float | str = 1.0, clock: str = "wall", kind: str = "events",
                  tables: str | Sequence[str] | None = None, precise: bool = False,
-                 pace_window: float = WINDOW_S, chunk_rows: int = CHUNK_ROWS) -> None:
+                 pace_window: float = WINDOW_S, chunk_rows: int = CHUNK_ROWS,
+                 read_ahead: bool = True) -> None:
         self.scan = Scan(root, venue, symbols=symbols, start=start, end=end, tables=tables,
                          kind=kind, chunk_rows=chunk_rows)
         self.speed = parse_speed(speed)
@@ -95,6 +96,7 @@ class ReplayFeed:
         self._start_count = 0         # ``count`` when the piece began
         self._n = 0                   # records in the piece
         self._maker = RecordMaker(self.scan.venue)
+        self._read_ahead = read_ahead   # False: each piece is read on the loop, when needed
         self._events: AsyncGenerator[Any, None] | None = None   # see __aiter__
         self._done = False
 
@@ -205,7 +207,18 @@ class ReplayFeed:
     def _start(self) -> None:
         if self._source is None and not self._done:
             self._source = self.scan.iter_pieces(min(PIECE_ROWS, self.scan.chunk_rows))
-            self._pending = _reader().submit(self._pull)
+            self._pending = self._read()
+
+    def _read(self) -> Future[Piece | None]:
+        """The next piece: on the reader thread, or read here and now (``read_ahead``)."""
+        if self._read_ahead:
+            return _reader().submit(self._pull)
+        done: Future[Piece | None] = Future()
+        try:
+            done.set_result(self._pull())
+        except Exception as exc:  # noqa: BLE001 - raised where a read-ahead raises it
+            done.set_exception(exc)
+        return done
 
     def _pull(self) -> Piece | None:
         source = self._source
@@ -220,7 +233,7 @@ class ReplayFeed:
         piece = pending.result()
         if piece is None or not len(piece):
             return                                  # the end, or nothing: _refill's
-        self._pending = _reader().submit(self._pull)
+        self._pending = self._read()
         self._ahead = piece, clock.deadlines(piece.ts_recv())
 
     async def _refill(self) -> bool:
@@ -250,7 +263,7 @@ class ReplayFeed:
                 self._pending = None
                 self._done = True
                 return False
-            self._pending = _reader().submit(self._pull)      # read ahead
+            self._pending = self._read()      # read ahead
             if not len(piece):
                 continue
             clock = self.clock

@@ -606,3 +606,29 @@ async def test_a_feed_exited_by_another_task_while_it_sleeps(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [ev async for ev in feed] == []
+
+
+@pytest.mark.parametrize("kw", [{"speed": "max"}, {"clock": "virtual"}, {"speed": 1e6}])
+async def test_reading_on_the_loop_gives_the_same_stream(
+        store: tuple[Path, list[Any]], kw: dict[str, Any]) -> None:
+    """``read_ahead=False`` reads each piece on the loop: the same events, in order,
+    in pieces of every size (``chunk_rows``), paced or not."""
+    root, expected = store
+    for rows in (2, 7, 4096):
+        async with ReplayFeed(root, VENUE, chunk_rows=rows, read_ahead=False, **kw) as feed:
+            got = [ev async for ev in feed]
+        assert jsons(got) == jsons(expected) and feed.count == len(expected)
+    async with replay.open(root, VENUE, read_ahead=False, **kw) as feed:
+        assert replay.digest([ev async for ev in feed]) == replay.digest(expected)
+
+
+async def test_an_unreadable_file_read_on_the_loop_is_the_same_store_error(
+        tmp_path: Path) -> None:
+    write_store(tmp_path, make_events()[:3], random.Random(2), files=1)
+    bad = partition_dir(tmp_path, "trades", VENUE, "2024-05-01") / "zz-broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    for read_ahead in (True, False):
+        with pytest.raises(StoreError) as info:
+            async with replay.open(tmp_path, VENUE, speed="max", read_ahead=read_ahead) as feed:
+                [ev async for ev in feed]
+        assert "trades" in str(info.value) and "\n" not in str(info.value)
