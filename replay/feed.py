@@ -37,6 +37,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from itertools import chain
 from typing import Any, Self
 
@@ -53,23 +54,19 @@ _monotonic_ns = time.monotonic_ns     # bound once: read for every paced event
 YIELD_EVERY = 4096
 PIECE_ROWS = 4096     # rows a piece: the read-ahead's unit, and a paced piece's deadlines
 RECORD_ROWS = 1024    # paced: records are made from pieces this long, cut from a piece
-_READER: list[ThreadPoolExecutor] = []
-
-
+@cache
 def _reader() -> ThreadPoolExecutor:
     """The threads that read pieces ahead, shared by all feeds (one read in flight per
     feed). A plain ``concurrent.futures`` future per piece: the loop checks ``done()``
     when it needs the piece, so a read that finishes in time wakes nobody (an asyncio
     future would wake the loop through its self-pipe once a piece, ~100 µs of CPU a
     wake-up on a VM); the loop waits on it only when the worker is behind."""
-    if not _READER:
-        _READER.append(ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
-                                          thread_name_prefix="tickrec-replay"))
-    return _READER[0]
+    return ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
+                              thread_name_prefix="tickrec-replay")
 
 
 if hasattr(os, "register_at_fork"):         # a forked child has none of these threads
-    os.register_at_fork(after_in_child=_READER.clear)
+    os.register_at_fork(after_in_child=_reader.cache_clear)
 
 
 class ReplayFeed:
