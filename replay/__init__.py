@@ -55,11 +55,11 @@ def open(root: str | os.PathLike[str], venue: str, *,
     each wait; ``pace_window`` (seconds, default 0.00135) is how late the default mode
     may release an event so that the events due within it share one wake-up
     (``replay.clock``: more saves CPU at high rates, less is less late).
-    ``read_ahead`` (default) reads the next piece on a reader thread, so reading a
+    ``read_ahead`` (default) reads the next rows on a reader thread, so reading a
     day never stalls the event loop; ``read_ahead=False`` reads on the loop, between
     events: an unpaced replay (``speed="max"``, ``clock="virtual"``) whose program
-    owns its loop runs faster that way (docs/benchmarks.md, "Session 9"), but every
-    other task on the loop waits while a day is read. Bad arguments, a missing root
+    owns its loop runs a little faster that way (docs/benchmarks.md, "Session 10"),
+    but every other task on the loop waits while a day is read. Bad arguments, a missing root
     or a directory that is not a store raise ``ConfigError`` here; an empty range
     just yields nothing.
     """

@@ -7,10 +7,14 @@
 Yields the ``schemas.events`` records (``RawRow`` for ``kind="raw"``) of
 ``replay.scan.Scan`` in replay order, each released by the clock
 (``replay.clock``). Reading and sorting (Arrow, mostly outside the GIL) run on a
-reader thread one piece (``PIECE_ROWS``) ahead of the consumer, so a day
-boundary or a large Parquet file does not stall the event loop or the pacing;
-the loop takes the read piece when it needs it, and waits only if the reader is
-behind. The reader hands over ``Piece``s (zero-copy Arrow slices); the records
+reader thread one read step ahead of the consumer (``Scan.iter_piece_runs``:
+about a window's rows, cut into pieces of ``PIECE_ROWS``), so a day boundary or
+a large Parquet file does not stall the event loop or the pacing. A step, not a
+piece, per call: while the consumer holds the GIL the reader gets it back after
+each Arrow call only at the interpreter's switch interval, so it is handed work
+in as few calls as possible (docs/benchmarks.md, "Session 10"). The loop takes
+the read step when it needs it and waits only if the reader is behind;
+``read_ahead=False`` reads each step on the loop instead. The reader hands over ``Piece``s (zero-copy Arrow slices); the records
 are made on the loop, as ``replay.scan.RecordMaker`` judges suits the consumer:
 one at a time as taken while it drops them (so the cyclic collector does not
 run), a list per piece while it keeps them. A paced feed computes a piece's
@@ -26,8 +30,9 @@ wants the GIL back, which shows up as pacing lateness. ``async for`` gets an
 async generator (``_paced`` or ``_unpaced``) that keeps its place in locals;
 ``anext(feed)`` goes through it too. The feed is one stream: a second ``async
 for`` continues where the first stopped; open a new feed to replay again.
-Unpaced feeds (``speed="max"`` or the virtual clock) still yield to the event
-loop every ``YIELD_EVERY`` events. ``chunk_rows`` caps the piece size.
+Other tasks run at least once a piece: an unpaced feed yields to the event loop
+after each piece, a paced one sleeps, or yields after a piece handed out behind
+schedule. ``chunk_rows`` caps the piece size.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
@@ -51,7 +57,6 @@ from replay.scan import CHUNK_ROWS, RecordMaker, Scan
 
 _monotonic_ns = time.monotonic_ns     # bound once: read for every paced event
 
-YIELD_EVERY = 4096
 PIECE_ROWS = 4096     # rows a piece: the read-ahead's unit, and a paced piece's deadlines
 RECORD_ROWS = 1024    # paced: records are made from pieces this long, cut from a piece
 @cache
@@ -84,16 +89,19 @@ class ReplayFeed:
         self.clock: VirtualClock | WallClock = make_clock(clock, self.speed, precise,
                                                           self.scan.start, pace_window)
         self.count = 0                         # events handed to the consumer
-        self._source: Iterator[Piece] | None = None
-        self._pending: Future[Piece | None] | None = None    # the worker's next piece
+        self._source: Iterator[list[Piece]] | None = None
+        self._pending: Future[list[Piece] | None] | None = None  # the worker's next step
+        self._queued: deque[Piece] = deque()   # read, not handed out yet
         self._ahead: tuple[Piece, list[int]] | None = None    # paced: read, deadlines known
         self._dues: list[int] = []    # paced: the piece's deadlines (monotonic ns)
         self._prev_due = 0            # paced: the previous piece's last deadline
         self._take: Any = None        # makes the piece's next record
+        self._piece: Any = None       # unpaced: the piece handed out, and its ts_recv
+        self._piece_ts: Any = None    # (made when ``now()`` asks)
         self._start_count = 0         # ``count`` when the piece began
         self._n = 0                   # records in the piece
         self._maker = RecordMaker(self.scan.venue)
-        self._read_ahead = read_ahead   # False: each piece is read on the loop, when needed
+        self._read_ahead = read_ahead   # False: each step is read on the loop, when needed
         self._events: AsyncGenerator[Any, None] | None = None   # see __aiter__
         self._done = False
 
@@ -118,8 +126,12 @@ class ReplayFeed:
         if source is not None and hasattr(source, "close"):
             source.close()
         self.clock.close()
+        if self._n and not self.clock.paced:
+            self.clock.advance(self.now())      # now() goes on saying the last event's time
         self._dues, self._take, self._start_count, self._n = [], None, self.count, 0
+        self._piece = self._piece_ts = None
         self._ahead = None
+        self._queued.clear()
 
     def __aiter__(self) -> AsyncGenerator[Any, None]:
         """The events, from where the last ``async for`` stopped. One async generator
@@ -137,7 +149,13 @@ class ReplayFeed:
         return await self.__aiter__().__anext__()
 
     def now(self) -> int:
-        """The replay clock's time (ns): see ``replay.clock``."""
+        """The replay clock's time (ns): see ``replay.clock``. Unpaced: the ``ts_recv``
+        of the last event handed out (the clock is moved once a piece, not per event)."""
+        i = self.count - self._start_count
+        if i and not self.clock.paced:
+            if self._piece_ts is None:
+                self._piece_ts = self._piece.ts_recv()
+            return int(self._piece_ts[i - 1])
         return self.clock.now()
 
     @property
@@ -165,10 +183,12 @@ class ReplayFeed:
         append = clock.lateness.values.append     # fold() keeps the same array
         while self.count - self._start_count < self._n or await self._refill():
             dues, take, count = self._dues, self._take, self.count
+            slept = False
             for i in range(count - self._start_count, self._n):
                 due = dues[i]
                 now = _monotonic_ns()
                 if now < due:
+                    slept = True
                     prev_due = dues[i - 1] if i else self._prev_due
                     if self._ahead is None:
                         self._look_ahead(clock)        # time to spare: not at the boundary
@@ -183,54 +203,61 @@ class ReplayFeed:
                 count += 1
                 self.count = count
                 yield ev
+            if not slept:           # a whole piece behind schedule: other tasks run too
+                await asyncio.sleep(0)
+                if self._done and not self._n:
+                    return
 
     async def _unpaced(self) -> AsyncGenerator[Any, None]:
-        advance = self.clock.advance
         while self.count - self._start_count < self._n or await self._refill():
             take, count = self._take, self.count
             for _ in range(count - self._start_count, self._n):
-                if count and not count % YIELD_EVERY:
-                    # Yield before taking the event: a cancel here loses nothing.
-                    await asyncio.sleep(0)
-                    if self._done and not self._n:
-                        return                         # the feed was exited meanwhile
                 ev = take()
-                advance(ev.ts_recv)
                 count += 1
                 self.count = count
                 yield ev
+            # Once a piece: other tasks run. Before the next event: a cancel loses nothing.
+            await asyncio.sleep(0)
+            if self._done and not self._n:
+                return                                 # the feed was exited meanwhile
 
     # -- reading -----------------------------------------------------------------------
     def _start(self) -> None:
         if self._source is None and not self._done:
-            self._source = self.scan.iter_pieces(min(PIECE_ROWS, self.scan.chunk_rows))
+            self._source = self.scan.iter_piece_runs(min(PIECE_ROWS, self.scan.chunk_rows))
             self._pending = self._read()
 
-    def _read(self) -> Future[Piece | None]:
-        """The next piece: on the reader thread, or read here and now (``read_ahead``)."""
+    def _read(self) -> Future[list[Piece] | None]:
+        """The next step's pieces: on the reader thread, or read here and now
+        (``read_ahead``)."""
         if self._read_ahead:
             return _reader().submit(self._pull)
-        done: Future[Piece | None] = Future()
+        done: Future[list[Piece] | None] = Future()
         try:
             done.set_result(self._pull())
         except Exception as exc:  # noqa: BLE001 - raised where a read-ahead raises it
             done.set_exception(exc)
         return done
 
-    def _pull(self) -> Piece | None:
+    def _pull(self) -> list[Piece] | None:
         source = self._source
         return None if source is None else next(source, None)
 
     def _look_ahead(self, clock: WallClock) -> None:
-        """Take the read piece now and work out its deadlines, if the reader has it (the
-        feed is about to sleep: at the piece boundary this would delay events due)."""
-        pending = self._pending
-        if pending is None or not pending.done() or pending.exception() is not None:
-            return                                  # not read yet, or _refill raises it
-        piece = pending.result()
-        if piece is None or not len(piece):
-            return                                  # the end, or nothing: _refill's
-        self._pending = self._read()
+        """Take the next piece now and work out its deadlines, if it is read (the feed
+        is about to sleep: at the piece boundary this would delay events due)."""
+        if not self._queued:
+            pending = self._pending
+            if pending is None or not pending.done() or pending.exception() is not None:
+                return                              # not read yet, or _refill raises it
+            pieces = pending.result()
+            if pieces is None:
+                return                              # the end: _refill's
+            self._pending = self._read()
+            self._queued.extend(pieces)
+            if not self._queued:
+                return
+        piece = self._queued.popleft()
         self._ahead = piece, clock.deadlines(piece.ts_recv())
 
     async def _refill(self) -> bool:
@@ -240,7 +267,7 @@ class ReplayFeed:
             self._use(*self._ahead)
             self._ahead = None
             return True
-        while True:
+        while not self._queued:
             if self._done or self._pending is None:
                 self._done = True
                 return False
@@ -249,24 +276,24 @@ class ReplayFeed:
                 if not pending.done():      # the worker is behind: the loop waits for it
                     # shield: cancelling the consumer must not cancel the worker's read.
                     await asyncio.shield(asyncio.wrap_future(pending))
-                piece = pending.result()
+                pieces = pending.result()
             except asyncio.CancelledError:
                 raise
             except BaseException:
                 self._pending = None
                 self._done = True
                 raise
-            if piece is None:
+            if pieces is None:
                 self._pending = None
                 self._done = True
                 return False
             self._pending = self._read()      # read ahead
-            if not len(piece):
-                continue
-            clock = self.clock
-            dues = clock.deadlines(piece.ts_recv()) if isinstance(clock, WallClock) else []
-            self._use(piece, dues)
-            return True
+            self._queued.extend(pieces)
+        piece = self._queued.popleft()
+        clock = self.clock
+        dues = clock.deadlines(piece.ts_recv()) if isinstance(clock, WallClock) else []
+        self._use(piece, dues)
+        return True
 
     def _use(self, piece: Piece, dues: list[int]) -> None:
         """Hand ``piece`` out next (``dues``: its deadlines, paced feeds)."""
@@ -280,6 +307,9 @@ class ReplayFeed:
             records: Iterator[Any] = chain.from_iterable(
                 map(self._maker.make, piece.split(RECORD_ROWS)))
         else:
+            if self._n:                 # the last piece's last event is now the clock's
+                clock.advance(self.now())
+            self._piece, self._piece_ts = piece, None
             records = iter(self._maker.make(piece))
         self._take = records.__next__
         self._start_count, self._n = self.count, len(piece)

@@ -401,8 +401,14 @@ class Scan:
     def iter_pieces(self, rows: int | None = None) -> Iterator[Piece]:
         """Arrow pieces of at most ``rows`` (default ``chunk_rows``) records, in
         replay order; ``piece.build(scan.venue)`` makes the records."""
-        for day in self._days():
-            yield from day.pieces(rows or self.chunk_rows)
+        return chain.from_iterable(self.iter_piece_runs(rows))
+
+    def iter_piece_runs(self, rows: int | None = None) -> Iterator[list[Piece]]:
+        """The pieces of ``iter_pieces``, a list per read step (about ``window_rows``
+        rows): a reader thread gets one step's pieces per call, so it needs the
+        interpreter lock once a step, not once a piece (``replay.feed``)."""
+        for step in self._days():
+            yield list(step.pieces(rows or self.chunk_rows))
 
     def iter_chunks(self) -> Iterator[list[Any]]:
         """Lists of at most ``chunk_rows`` records, in replay order."""

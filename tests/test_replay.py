@@ -608,18 +608,47 @@ async def test_a_feed_exited_by_another_task_while_it_sleeps(
     assert [ev async for ev in feed] == []
 
 
+@pytest.mark.parametrize("read_ahead", [True, False])
 @pytest.mark.parametrize("kw", [{"speed": "max"}, {"clock": "virtual"}, {"speed": 1e6}])
-async def test_reading_on_the_loop_gives_the_same_stream(
-        store: tuple[Path, list[Any]], kw: dict[str, Any]) -> None:
-    """``read_ahead=False`` reads each piece on the loop: the same events, in order,
-    in pieces of every size (``chunk_rows``), paced or not."""
+async def test_reading_ahead_or_on_the_loop_gives_the_same_stream(
+        store: tuple[Path, list[Any]], kw: dict[str, Any], read_ahead: bool) -> None:
+    """Read ahead on the reader thread or on the loop (``read_ahead=False``): the same
+    events, in order, in pieces of every size (``chunk_rows``), paced or not; ``now()``
+    unpaced is the last event's ``ts_recv``, during and after the replay."""
     root, expected = store
     for rows in (2, 7, 4096):
-        async with ReplayFeed(root, VENUE, chunk_rows=rows, read_ahead=False, **kw) as feed:
-            got = [ev async for ev in feed]
+        got = []
+        async with ReplayFeed(root, VENUE, chunk_rows=rows, read_ahead=read_ahead, **kw) as feed:
+            async for ev in feed:
+                got.append(ev)
+                assert feed.speed is not None or feed.now() == ev.ts_recv
         assert jsons(got) == jsons(expected) and feed.count == len(expected)
-    async with replay.open(root, VENUE, read_ahead=False, **kw) as feed:
+        assert feed.speed is not None or feed.now() == expected[-1].ts_recv
+    async with replay.open(root, VENUE, read_ahead=read_ahead, **kw) as feed:
         assert replay.digest([ev async for ev in feed]) == replay.digest(expected)
+
+
+@pytest.mark.parametrize("kw", [{"speed": "max"}, {"clock": "virtual"}, {"speed": 1e6}])
+async def test_other_tasks_run_at_least_once_a_piece(
+        store: tuple[Path, list[Any]], kw: dict[str, Any]) -> None:
+    """Unpaced, or paced and behind schedule, the feed hands out events that are due
+    without waiting: it still yields to the event loop after each piece."""
+    root, expected = store
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+    ticker = asyncio.create_task(tick())
+    seen = []
+    async with ReplayFeed(root, VENUE, chunk_rows=3, **kw) as feed:
+        async for _ in feed:
+            seen.append(ticks)
+    ticker.cancel()
+    assert len(seen) == len(expected) > 3
+    assert all(seen[i + 3] > seen[i] for i in range(len(seen) - 3))
 
 
 async def test_an_unreadable_file_read_on_the_loop_is_the_same_store_error(
