@@ -46,15 +46,25 @@ the rounds interleaved so load changes hit every path alike):
   also order the rows, so it cannot beat ``machine``: when that is under a
   target, the target is out of reach for the record type on this machine.
 
+The same records through ``async for`` (the Feed interface a live feed has):
+
+- **feed**: ``replay.open(..., speed="max")`` consumed by ``async for``, reading
+  on its reader thread (the default);
+- **async for over replay_sync** (its baseline): the objects path's records handed
+  out by a bare async generator, ``async for`` over ``replay_sync``: what the
+  async-iterator protocol alone costs on top of the objects path. The feed cannot
+  beat it.
+
 Run alone: ``PYTHONPATH=. python -m benchmarks.replay_speed [ROWS_PER_DAY]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -201,6 +211,24 @@ def _machine_limit(files: Sequence[Path], table: str, timed: str = "all") -> tup
     return n, spent
 
 
+async def _feed(root: Path, table: str) -> int:
+    n = 0
+    async with replay.open(root, "alltick", tables=[table], speed="max") as feed:
+        async for _ in feed:
+            n += 1
+    return n
+
+
+async def _async_for(events: Iterable[Any]) -> int:
+    async def handed_out() -> AsyncIterator[Any]:
+        for ev in events:
+            yield ev
+    n = 0
+    async for _ in handed_out():
+        n += 1
+    return n
+
+
 def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     t0 = time.perf_counter()
     n = fn()
@@ -221,6 +249,9 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
     paths["values"] = lambda: _machine_limit(files, table, "values")
     paths["objects"] = lambda: _timed(lambda: sum(
         1 for _ in replay.replay_sync(root, "alltick", tables=[table])))
+    paths["feed"] = lambda: _timed(lambda: asyncio.run(_feed(root, table)))
+    paths["async for"] = lambda: _timed(lambda: asyncio.run(_async_for(
+        replay.replay_sync(root, "alltick", tables=[table]))))
     paths["batches"] = lambda: _timed(lambda: sum(
         b.num_rows for b in replay.iter_batches(root, "alltick", tables=[table])))
     return paths
@@ -228,6 +259,7 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
 
 def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
     """Rates (rows or events per second) per table: ``{t}_objects``, ``{t}_batches``,
+    ``{t}_feed`` and ``{t}_async`` (``async for``: the feed, and over ``replay_sync``),
     ``{t}_baseline`` (best pyarrow way, named by ``{t}_baseline_way``), ``{t}_limit``,
     ``{t}_read``, ``{t}_bound``, ``{t}_machine``, ``{t}_values`` and ``{t}_ordered``
     (ordered in memory; see the module doc)."""
@@ -247,8 +279,9 @@ def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
             out[f"{table}_baseline"] = best[f"pyarrow {way}"]
             out[f"{table}_baseline_way"] = way
             out[f"{table}_pyarrow"] = {w: best[f"pyarrow {w}"] for w in PYARROW_WAYS}
-            for name in ("limit", "read", "objects", "batches"):
+            for name in ("limit", "read", "objects", "batches", "feed"):
                 out[f"{table}_{name}"] = best[name]
+            out[f"{table}_async"] = best["async for"]
             out[f"{table}_ordered"] = best["ordered in memory"]
             out[f"{table}_bound"] = 1 / (1 / best["read"] + 1 / best["limit"])
             out[f"{table}_machine"], out[f"{table}_values"] = best["machine"], best["values"]

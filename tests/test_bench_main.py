@@ -1,10 +1,14 @@
-"""``make bench``'s command line: ``--only`` runs those sections of the table."""
+"""``make bench``: its command line (``--only`` runs those sections of the table), and
+that the replay paths it times hand out the same rows."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+from benchmarks import replay_speed
+from benchmarks.replay_store import make_day
 from tests.helpers import child_env
 
 
@@ -28,3 +32,14 @@ def test_an_unknown_section_is_one_line_naming_the_sections() -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == ("--only takes sections from capture, replay, memory, storage, "
                                    "pacing, query; got ['speed']")
+
+
+def test_the_replay_paths_hand_out_the_same_rows(tmp_path: Path) -> None:
+    """Every replay path the bench times covers the same rows: the ratios compare like
+    with like (the async feed and its ``async for`` baseline included)."""
+    make_day(tmp_path, 0, 3000, "sealed")
+    make_day(tmp_path, 1, 3000, "rolled")
+    for table in ("trades", "book"):
+        counts = {name: fn()[0] for name, fn in replay_speed._paths(tmp_path, table).items()}
+        assert counts["feed"] == counts["async for"] == counts["objects"] == counts["read"] > 0
+        assert set(counts.values()) == {counts["objects"]}
