@@ -12,10 +12,11 @@ about a window's rows, cut into pieces of ``PIECE_ROWS``), so a day boundary or
 a large Parquet file does not stall the event loop or the pacing. A step, not a
 piece, per call: while the consumer holds the GIL the reader gets it back after
 each Arrow call only at the interpreter's switch interval, so it is handed work
-in as few calls as possible (docs/benchmarks.md, "Session 10"). The loop takes
-the read step when it needs it and waits only if the reader is behind;
-``read_ahead=False`` reads each step on the loop instead. The reader hands over ``Piece``s (zero-copy Arrow slices); the records
-are made on the loop, as ``replay.scan.RecordMaker`` judges suits the consumer:
+in as few calls as possible (docs/benchmarks.md, "Replay through ``async
+for``"). The loop takes the read step when it needs it and waits only if the
+reader is behind; ``read_ahead=False`` reads each step on the loop instead. The
+reader hands over ``Piece``s (zero-copy Arrow slices); the records are made on
+the loop, as ``replay.scan.RecordMaker`` judges suits the consumer:
 one at a time as taken while it drops them (so the cyclic collector does not
 run), a list per piece while it keeps them. A paced feed computes a piece's
 deadlines in one step from its ``ts_recv`` (``WallClock.deadlines``): handing

@@ -25,8 +25,8 @@ of a market, each client has its own replay of the store.
 - **End.** When the range is exhausted the connection is closed as the venue's
   server closes one (``replay.serve_venues``), after every queued frame is sent.
 - **Back-pressure.** Each client's reader is a lazy scan of the store
-  (``ReplayFeed`` over ``kind="raw"``: one day sorted at a time, pieces read in a
-  worker thread one ahead) feeding a bounded queue (``queue_frames``). When the
+  (``ReplayFeed`` over ``kind="raw"``: sorted a window at a time, a window read
+  ahead on a worker thread) feeding a bounded queue (``queue_frames``). When the
   client reads slowly the queue fills and its replay *waits*; it is never
   disconnected for it (this is a replay: late is better than lost) and it never
   delays another client. Frames that fell behind go out as soon as there is
