@@ -31,9 +31,11 @@ wants the GIL back, which shows up as pacing lateness. ``async for`` gets an
 async generator (``_paced`` or ``_unpaced``) that keeps its place in locals;
 ``anext(feed)`` goes through it too. The feed is one stream: a second ``async
 for`` continues where the first stopped; open a new feed to replay again.
-Other tasks run at least once a piece: an unpaced feed yields to the event loop
-after each piece, a paced one sleeps, or yields after a piece handed out behind
-schedule. ``chunk_rows`` caps the piece size.
+Other tasks on the loop run while a paced feed sleeps; an unpaced feed yields to
+the event loop after each piece, and a paced one behind schedule once it has
+handed out a piece's worth of events without sleeping (counted at the end of a
+piece: at most two pieces go out back to back). ``chunk_rows`` caps the piece
+size.
 """
 
 from __future__ import annotations
@@ -182,14 +184,16 @@ class ReplayFeed:
         clock = self.clock
         assert isinstance(clock, WallClock)
         append = clock.lateness.values.append     # fold() keeps the same array
+        unslept = 0     # events handed out since the feed last slept (counted a piece at a time)
         while self.count - self._start_count < self._n or await self._refill():
             dues, take, count = self._dues, self._take, self.count
-            slept = False
-            for i in range(count - self._start_count, self._n):
+            first = count - self._start_count
+            woke = -1       # the last event of the piece the feed slept before
+            for i in range(first, self._n):
                 due = dues[i]
                 now = _monotonic_ns()
                 if now < due:
-                    slept = True
+                    woke = i
                     prev_due = dues[i - 1] if i else self._prev_due
                     if self._ahead is None:
                         self._look_ahead(clock)        # time to spare: not at the boundary
@@ -204,7 +208,9 @@ class ReplayFeed:
                 count += 1
                 self.count = count
                 yield ev
-            if not slept:           # a whole piece behind schedule: other tasks run too
+            unslept = self._n - woke if woke >= 0 else unslept + self._n - first
+            if unslept >= self._n:      # a piece's worth behind schedule: other tasks run too
+                unslept = 0
                 await asyncio.sleep(0)
                 if self._done and not self._n:
                     return
