@@ -188,7 +188,7 @@ class ReplayFeed:
         while self.count - self._start_count < self._n or await self._refill():
             dues, take, count = self._dues, self._take, self.count
             first = count - self._start_count
-            woke = -1       # the last event of the piece the feed slept before
+            woke = -1       # where in the piece the feed last slept (before that event)
             for i in range(first, self._n):
                 due = dues[i]
                 now = _monotonic_ns()
