@@ -58,10 +58,10 @@ def open(root: str | os.PathLike[str], venue: str, *,
     ``read_ahead`` (default) reads the next rows on a reader thread, so reading a
     day never stalls the event loop; ``read_ahead=False`` reads on the loop, between
     events: an unpaced replay (``speed="max"``, ``clock="virtual"``) whose program
-    owns its loop runs a little faster that way (docs/benchmarks.md, "Session 10"),
-    but every other task on the loop waits while a day is read. Bad arguments, a missing root
-    or a directory that is not a store raise ``ConfigError`` here; an empty range
-    just yields nothing.
+    owns its loop runs faster that way (docs/benchmarks.md, "Replay through ``async
+    for``"), but every other task on the loop waits while a day is read. Bad
+    arguments, a missing root or a directory that is not a store raise
+    ``ConfigError`` here; an empty range just yields nothing.
     """
     return ReplayFeed(root, venue, symbols=symbols, start=start, end=end, speed=speed,
                       clock=clock, kind=kind, tables=tables, precise=precise,

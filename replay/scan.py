@@ -405,8 +405,8 @@ class Scan:
 
     def iter_piece_runs(self, rows: int | None = None) -> Iterator[list[Piece]]:
         """The pieces of ``iter_pieces``, a list per read step (about ``window_rows``
-        rows): a reader thread gets one step's pieces per call, so it needs the
-        interpreter lock once a step, not once a piece (``replay.feed``)."""
+        rows): a reader thread is handed a whole step's pieces per call, not one
+        piece, so it waits for the interpreter lock fewer times (``replay.feed``)."""
         for step in self._days():
             yield list(step.pieces(rows or self.chunk_rows))
 
