@@ -628,6 +628,19 @@ async def test_reading_ahead_or_on_the_loop_gives_the_same_stream(
         assert replay.digest([ev async for ev in feed]) == replay.digest(expected)
 
 
+async def test_now_of_an_unpaced_raw_feed_is_the_last_rows_time(
+        store: tuple[Path, list[Any]]) -> None:
+    """Raw rows (``kind="raw"``) carry ``ts_recv`` too: an unpaced feed's ``now()`` reads
+    it from the piece, after every row and after the replay."""
+    root, _ = store
+    times = []
+    async with ReplayFeed(root, VENUE, kind="raw", clock="virtual", chunk_rows=2) as feed:
+        async for row in feed:
+            times.append(row.ts_recv)
+            assert feed.now() == row.ts_recv
+    assert len(times) > 2 and times == sorted(times) and feed.now() == times[-1]
+
+
 @pytest.mark.parametrize("kw", [{"speed": "max"}, {"clock": "virtual"}, {"speed": 1e6}])
 async def test_other_tasks_run_while_the_feed_hands_out_events_without_waiting(
         store: tuple[Path, list[Any]], kw: dict[str, Any]) -> None:
