@@ -64,10 +64,10 @@ PIECE_ROWS = 4096     # rows a piece: the read-ahead's unit, and a paced piece's
 RECORD_ROWS = 1024    # paced: records are made from pieces this long, cut from a piece
 @cache
 def _reader() -> ThreadPoolExecutor:
-    """The threads that read pieces ahead, shared by all feeds (one read in flight per
-    feed). A plain ``concurrent.futures`` future per piece: the loop checks ``done()``
-    when it needs the piece, so a read that finishes in time wakes nobody (an asyncio
-    future would wake the loop through its self-pipe once a piece, ~100 µs of CPU a
+    """The threads that read steps ahead, shared by all feeds (one read in flight per
+    feed). A plain ``concurrent.futures`` future per step: the loop checks ``done()``
+    when it needs the step, so a read that finishes in time wakes nobody (an asyncio
+    future would wake the loop through its self-pipe once a read, ~100 µs of CPU a
     wake-up on a VM); the loop waits on it only when the worker is behind."""
     return ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
                               thread_name_prefix="tickrec-replay")
