@@ -123,14 +123,13 @@ class ReplayFeed:
                 pass
         pending, self._pending = self._pending, None
         if pending is not None:
-            # The worker thread cannot be interrupted: let it finish its piece.
+            # The worker thread cannot be interrupted: let it finish its step.
             await asyncio.gather(asyncio.wrap_future(pending), return_exceptions=True)
         source, self._source = self._source, None
         if source is not None and hasattr(source, "close"):
             source.close()
         self.clock.close()
-        if self._n and not self.clock.paced:
-            self.clock.advance(self.now())      # now() goes on saying the last event's time
+        self._settle_clock()                    # now() goes on saying the last event's time
         self._dues, self._take, self._start_count, self._n = [], None, self.count, 0
         self._piece = self._piece_ts = None
         self._ahead = None
@@ -260,8 +259,7 @@ class ReplayFeed:
             pieces = pending.result()
             if pieces is None:
                 return                              # the end: _refill's
-            self._pending = self._read()
-            self._queued.extend(pieces)
+            self._queue(pieces)
             if not self._queued:
                 return
         piece = self._queued.popleft()
@@ -294,13 +292,23 @@ class ReplayFeed:
                 self._pending = None
                 self._done = True
                 return False
-            self._pending = self._read()      # read ahead
-            self._queued.extend(pieces)
+            self._queue(pieces)
         piece = self._queued.popleft()
         clock = self.clock
         dues = clock.deadlines(piece.ts_recv()) if isinstance(clock, WallClock) else []
         self._use(piece, dues)
         return True
+
+    def _queue(self, pieces: list[Piece]) -> None:
+        """Queue a finished read's pieces and start reading the step after (read ahead)."""
+        self._pending = self._read()
+        self._queued.extend(pieces)
+
+    def _settle_clock(self) -> None:
+        """Unpaced, before the piece handed out goes: move the clock to its last event
+        handed out (``now()`` reads it from the piece until then)."""
+        if self._n and not self.clock.paced:
+            self.clock.advance(self.now())
 
     def _use(self, piece: Piece, dues: list[int]) -> None:
         """Hand ``piece`` out next (``dues``: its deadlines, paced feeds)."""
@@ -314,8 +322,7 @@ class ReplayFeed:
             records: Iterator[Any] = chain.from_iterable(
                 map(self._maker.make, piece.split(RECORD_ROWS)))
         else:
-            if self._n:                 # the last piece's last event is now the clock's
-                clock.advance(self.now())
+            self._settle_clock()
             self._piece, self._piece_ts = piece, None
             records = iter(self._maker.make(piece))
         self._take = records.__next__
