@@ -44,6 +44,9 @@ def _replay(quick: bool) -> None:
         print(row(f"replay max {t}, async feed vs async for", rep[f"{t}_feed"], rep[f"{t}_async"],
                   "events/s", ">= 1,000,000/s", rep[f"{t}_feed"] >= 1e6)
               + "   replay.open(speed='max'); baseline: async for over replay_sync")
+        print(row(f"replay max {t}, JSON lines vs json.dumps", rep[f"{t}_lines"],
+                  rep[f"{t}_dumps"], "events/s", "-", True)
+              + f"   tickrec replay's lines; objects alone {rep[f'{t}_objects']:,.0f}/s")
         print(row(f"replay max {t}, batches vs pyarrow", rep[f"{t}_batches"], rep[f"{t}_baseline"],
                   "rows/s", ">= 10,000,000/s", rep[f"{t}_batches"] >= 1e7) + way)
         print(row(f"replay max {t}, batches vs ordered in mem", rep[f"{t}_batches"],

@@ -55,6 +55,15 @@ The same records through ``async for`` (the Feed interface a live feed has):
   async-iterator protocol alone costs on top of the objects path. The feed cannot
   beat it.
 
+The same events as JSON lines, what ``tickrec replay --speed max`` prints:
+
+- **lines**: ``tickrec.replaying.replay_to`` over the feed, into ``/dev/null``
+  (the canonical line of each event, ``schemas.jsonline``, written a block at a
+  time);
+- **json.dumps** (its baseline): the plain way, each event of ``replay_sync``
+  through ``json.dumps(event.to_dict(), ...)`` with the canonical settings and
+  written as it comes (without a flush per line, which ``click.echo`` adds).
+
 Run alone: ``PYTHONPATH=. python -m benchmarks.replay_speed [ROWS_PER_DAY]``.
 """
 
@@ -62,6 +71,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -79,6 +90,7 @@ from replay import gather
 from replay.order import is_sorted, key_order
 from replay.rows import BUILDERS, EACH, RECORD_COLUMNS, column_values
 from replay.scan import BUILD_ROWS, EVENT_KEYS, Scan
+from tickrec.replaying import replay_to
 
 
 def _texts(path: Path) -> list[str]:
@@ -229,6 +241,23 @@ async def _async_for(events: Iterable[Any]) -> int:
     return n
 
 
+async def _lines(root: Path, table: str) -> int:
+    with open(os.devnull, "wb") as out:
+        feed = replay.open(root, "alltick", tables=[table], speed="max")
+        await replay_to(feed, out, False)
+    return feed.count
+
+
+def _dumps_lines(root: Path, table: str) -> int:
+    n = 0
+    with open(os.devnull, "wb") as out:
+        for ev in replay.replay_sync(root, "alltick", tables=[table]):
+            out.write(json.dumps(ev.to_dict(), sort_keys=True, separators=(",", ":"),
+                                 ensure_ascii=False, allow_nan=True).encode() + b"\n")
+            n += 1
+    return n
+
+
 def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     t0 = time.perf_counter()
     n = fn()
@@ -252,6 +281,8 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
     paths["feed"] = lambda: _timed(lambda: asyncio.run(_feed(root, table)))
     paths["async for"] = lambda: _timed(lambda: asyncio.run(_async_for(
         replay.replay_sync(root, "alltick", tables=[table]))))
+    paths["lines"] = lambda: _timed(lambda: asyncio.run(_lines(root, table)))
+    paths["json.dumps"] = lambda: _timed(lambda: _dumps_lines(root, table))
     paths["batches"] = lambda: _timed(lambda: sum(
         b.num_rows for b in replay.iter_batches(root, "alltick", tables=[table])))
     return paths
@@ -260,6 +291,7 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
 def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
     """Rates (rows or events per second) per table: ``{t}_objects``, ``{t}_batches``,
     ``{t}_feed`` and ``{t}_async`` (``async for``: the feed, and over ``replay_sync``),
+    ``{t}_lines`` and ``{t}_dumps`` (JSON lines: ``replay_to``, and ``json.dumps``),
     ``{t}_baseline`` (best pyarrow way, named by ``{t}_baseline_way``), ``{t}_limit``,
     ``{t}_read``, ``{t}_bound``, ``{t}_machine``, ``{t}_values`` and ``{t}_ordered``
     (ordered in memory; see the module doc)."""
@@ -279,9 +311,10 @@ def run(rows_per_day: int = 2_000_000, rounds: int = 2) -> dict[str, Any]:
             out[f"{table}_baseline"] = best[f"pyarrow {way}"]
             out[f"{table}_baseline_way"] = way
             out[f"{table}_pyarrow"] = {w: best[f"pyarrow {w}"] for w in PYARROW_WAYS}
-            for name in ("limit", "read", "objects", "batches", "feed"):
+            for name in ("limit", "read", "objects", "batches", "feed", "lines"):
                 out[f"{table}_{name}"] = best[name]
             out[f"{table}_async"] = best["async for"]
+            out[f"{table}_dumps"] = best["json.dumps"]
             out[f"{table}_ordered"] = best["ordered in memory"]
             out[f"{table}_bound"] = 1 / (1 / best["read"] + 1 / best["limit"])
             out[f"{table}_machine"], out[f"{table}_values"] = best["machine"], best["values"]

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import base64
 import gc
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cached_property
 from itertools import chain, pairwise
+from json.encoder import encode_basestring
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.events import EVENT_CLASSES, EVENT_COLUMNS, RawRecord
+from schemas.jsonline import value_json
 from schemas.tables import RAW
 
 
@@ -82,28 +83,38 @@ class RawRow:
         return RawRecord(self.ts_recv, self.frame, self.direction, self.kind, self.payload,
                          self.note)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``payload`` is UTF-8 text with ``encoding: "utf-8"`` when the
-        bytes are valid UTF-8 and the frame is not binary, else base64 with
-        ``encoding: "base64"``. Decided by the bytes alone, so it is deterministic."""
-        payload: str | None = None
-        encoding = "utf-8"
+    def payload_text(self) -> tuple[str, str]:
+        """(text, encoding): the payload as UTF-8 text (``"utf-8"``) when the bytes
+        are valid UTF-8 and the frame is not binary, else as base64 (``"base64"``).
+        Decided by the bytes alone, so it is deterministic."""
         if self.kind != "binary":
             try:
-                payload = self.payload.decode("utf-8")
+                return self.payload.decode("utf-8"), "utf-8"
             except UnicodeDecodeError:
-                payload = None
-        if payload is None:
-            payload = base64.b64encode(self.payload).decode("ascii")
-            encoding = "base64"
+                pass
+        return base64.b64encode(self.payload).decode("ascii"), "base64"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``payload`` and ``encoding`` as ``payload_text`` gives them."""
+        payload, encoding = self.payload_text()
         return {"type": "raw", "venue": self.venue, "ts_recv": self.ts_recv,
                 "session": self.session, "frame": self.frame, "direction": self.direction,
                 "kind": self.kind, "payload": payload, "encoding": encoding, "note": self.note}
 
     def to_json(self) -> str:
-        """One canonical JSON line (sorted keys, no spaces): what digests hash."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=True)
+        """One canonical JSON line: ``to_dict()`` through ``json.dumps`` with sorted
+        keys, no spaces, ``ensure_ascii=False``; what digests hash. Written out here,
+        key by key in sorted order (``schemas.jsonline``: the same characters)."""
+        payload, encoding = self.payload_text()
+        return ('{"direction":' + value_json(self.direction)
+                + ',"encoding":' + encode_basestring(encoding)
+                + ',"frame":' + value_json(self.frame)
+                + ',"kind":' + value_json(self.kind)
+                + ',"note":' + value_json(self.note)
+                + ',"payload":' + encode_basestring(payload)
+                + ',"session":' + value_json(self.session)
+                + ',"ts_recv":' + value_json(self.ts_recv)
+                + ',"type":"raw","venue":' + value_json(self.venue) + '}')
 
 
 RAW_COLUMNS: tuple[str, ...] = tuple(RAW.names)

@@ -19,9 +19,11 @@ is made.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
+
+from schemas.jsonline import line_maker
 
 
 @dataclass(slots=True)
@@ -59,9 +61,18 @@ class _Base:
         return out
 
     def to_json(self) -> str:
-        """One canonical JSON line (sorted keys, no spaces): what digests hash."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=True)
+        """One canonical JSON line: ``to_dict()`` through ``json.dumps`` with sorted
+        keys, no spaces, ``ensure_ascii=False``, NaN as ``NaN``; what digests hash.
+        Made by a function written once per class (``schemas.jsonline``)."""
+        cls = type(self)
+        line = _LINES.get(cls)
+        if line is None:
+            line = _LINES[cls] = line_maker({f.name: str(f.type) for f in fields(cls)},
+                                            {"type": cls.TABLE})
+        return line(self)
+
+
+_LINES: dict[type, Callable[[Any], str]] = {}     # record class -> its to_json
 
 
 @dataclass(slots=True, kw_only=True)

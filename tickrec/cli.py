@@ -307,7 +307,7 @@ def replay(venue: str, root: str | None, symbols: str | None, start: str | None,
     store = resolve_root(root, must_exist=True)
     feed = replay_pkg.open(store, venue, symbols=symbols_list(symbols) or None, start=start,
                            end=end, speed=speed, clock=clock, kind=kind)
-    line = asyncio.run(replay_to(feed, click.echo, want_digest))
+    line = asyncio.run(replay_to(feed, sys.stdout.buffer, want_digest))
     if line:
         click.echo(line)
 
