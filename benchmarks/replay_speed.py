@@ -241,10 +241,10 @@ async def _async_for(events: Iterable[Any]) -> int:
     return n
 
 
-async def _lines(root: Path, table: str) -> int:
+def _lines(root: Path, table: str) -> int:
+    feed = replay.open(root, "alltick", tables=[table], speed="max")
     with open(os.devnull, "wb") as out:
-        feed = replay.open(root, "alltick", tables=[table], speed="max")
-        await replay_to(feed, out, False)
+        asyncio.run(replay_to(feed, out, False))
     return feed.count
 
 
@@ -281,7 +281,7 @@ def _paths(root: Path, table: str) -> dict[str, Callable[[], tuple[int, float]]]
     paths["feed"] = lambda: _timed(lambda: asyncio.run(_feed(root, table)))
     paths["async for"] = lambda: _timed(lambda: asyncio.run(_async_for(
         replay.replay_sync(root, "alltick", tables=[table]))))
-    paths["lines"] = lambda: _timed(lambda: asyncio.run(_lines(root, table)))
+    paths["lines"] = lambda: _timed(lambda: _lines(root, table))
     paths["json.dumps"] = lambda: _timed(lambda: _dumps_lines(root, table))
     paths["batches"] = lambda: _timed(lambda: sum(
         b.num_rows for b in replay.iter_batches(root, "alltick", tables=[table])))
