@@ -78,8 +78,8 @@ _INLINE = {"int": "_i(x) if type(x) is _int else _v(x)",
 
 def line_maker(fields: dict[str, str], constants: dict[str, Any] | None = None
                ) -> Callable[[Any], str]:
-    """A function ``f(record) -> str`` giving ``canonical({**constants, name:
-    getattr(record, name) for name in fields})``, the keys sorted. ``fields`` maps
+    """A function ``f(record) -> str`` giving ``canonical({name: getattr(record,
+    name) for name in fields} | constants)``, the keys sorted. ``fields`` maps
     each attribute to its annotation (``"int"``, ``"float | None"``...), which picks
     the inline test for its usual type. Built once per record class: the keys' text
     is fixed, only the values are formatted per call."""
