@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import os
 import tempfile
 import time
@@ -90,6 +89,7 @@ from replay import gather
 from replay.order import is_sorted, key_order
 from replay.rows import BUILDERS, EACH, RECORD_COLUMNS, column_values
 from replay.scan import BUILD_ROWS, EVENT_KEYS, Scan
+from schemas.jsonline import canonical
 from tickrec.replaying import replay_to
 
 
@@ -252,8 +252,7 @@ def _dumps_lines(root: Path, table: str) -> int:
     n = 0
     with open(os.devnull, "wb") as out:
         for ev in replay.replay_sync(root, "alltick", tables=[table]):
-            out.write(json.dumps(ev.to_dict(), sort_keys=True, separators=(",", ":"),
-                                 ensure_ascii=False, allow_nan=True).encode() + b"\n")
+            out.write(canonical(ev.to_dict()).encode() + b"\n")   # json.dumps, canonical
             n += 1
     return n
 
