@@ -206,7 +206,7 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
                      token: str | None = None, credentials: dict[str, str] | None = None,
                      idle_timeout: float | None = None, linger: float = 0.5,
                      max_seconds: float = 30.0, adapter_options: dict[str, Any] | None = None,
-                     rec_symbols: list[str] | None = None,
+                     rec_symbols: list[str] | None = None, reconnect_min: float = 0.2,
                      **rec_kw: Any) -> tuple[Simulator, Recorder]:
     """Run the simulator until its last step, recording it; return both for inspection.
 
@@ -222,7 +222,7 @@ async def record_sim(root: Path, symbols: list[str], *, venue: str = "alltick", 
     await sim.start()
     rec = Recorder(venue, sim.url, symbols if rec_symbols is None else rec_symbols,
                    root, credentials=credentials, flush_seconds=1.0,
-                   reconnect_min=0.2, idle_timeout=idle_timeout, **rec_kw)
+                   reconnect_min=reconnect_min, idle_timeout=idle_timeout, **rec_kw)
     task = asyncio.create_task(rec.run())
     try:
         done = asyncio.create_task(sim.done.wait())

@@ -39,8 +39,13 @@ async def test_every_update_delivered_is_a_row(tmp_path: Path) -> None:
 
 
 async def test_a_disconnect_gap_counts_the_whole_bars_it_swallowed(tmp_path: Path) -> None:
-    sim, rec = await record_sim(tmp_path, SYMBOLS, venue="finazon", rate=100, steps=160,
-                                adapter_options={"bar_seconds": 2}, faults="disconnect@60")
+    # The outage must swallow whole bars in market time. The simulator catches up on
+    # steps its loop fell behind on, and sends them to whoever is connected then, so a
+    # loop held up for the 0.2 s reconnect floor (a fresh clone's run, under load) once
+    # left no bar missing: a 1 s floor is 100 steps of 2-step bars.
+    sim, rec = await record_sim(tmp_path, SYMBOLS, venue="finazon", rate=100, steps=260,
+                                adapter_options={"bar_seconds": 2}, faults="disconnect@60",
+                                reconnect_min=1.0)
     bars = read_table(tmp_path, "bars")
     gaps = read_table(tmp_path, "gaps")
     sessions = read_table(tmp_path, "sessions")
