@@ -148,4 +148,5 @@ def report(quick: bool, row: Callable[..., str]) -> Iterator[str]:
               "MB", f"<= {mem['limit_mb']:.0f} MB, flat",
               ours["peak_mb"] <= mem["limit_mb"] and ours["flat"]) + (
         f"   halves {ours['first_half_mb']:.0f}/{ours['last_half_mb']:.0f} MB, "
-        f"{ours['frames'] / mem['seconds']:,.0f} frames/s (bare {bare['frames'] / mem['seconds']:,.0f})")
+        f"{ours['frames'] / mem['seconds']:,.0f} frames/s (bare {bare['frames'] / mem['seconds']:,.0f}), "
+        f"import floor {mem['floor_mb']:.1f} MB")

@@ -5,16 +5,23 @@ as the socket takes, with the default flush settings) for ``seconds``; the paren
 samples its resident set every second. The baseline is the bare client
 (``websockets`` recv + ``json.loads``) in its own process for the same time.
 "Flat" compares the highest sample of the second half with the first half's.
+Beside them, the **import floor**: the peak RSS of a process that makes the same
+start as the recorder child (``lean_process`` and the recorder's imports) and
+stops there. It moves with whatever the machine does to every process that loads
+pyarrow (session 11's run: all of them 21-32 MB higher), so the recorder's peak
+minus the floor is what its capture holds.
 
 Child modes: ``python -m benchmarks.capture_memory recorder URL ROOT SECONDS`` and
 ``... bare URL SECONDS SUBSCRIBE``; each prints the frames it read. The bare child
-imports only ``websockets`` and ``json``.
+imports only ``websockets`` and ``json``. ``... floor`` prints its own peak RSS
+in MB after the recorder child's imports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,8 +67,23 @@ def _sample(argv: list[str], seconds: float) -> dict[str, Any]:
             "samples": samples}
 
 
+def import_floor_mb() -> float:
+    """Peak RSS (MB) of a process that only starts as the recorder child does."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.capture_memory", "floor"],
+                          capture_output=True, text=True, check=True, timeout=120)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _floor() -> float:
+    from recorder.lean import lean_process
+    lean_process()                      # as the recorder child and `tickrec record` do
+    import recorder.live  # noqa: F401
+    return _status_mb(os.getpid(), "VmHWM") or 0.0
+
+
 def run(seconds: float = 600.0) -> dict[str, Any]:
-    """Peak RSS of a recorder and of the bare client, each over ``seconds``."""
+    """Peak RSS of a recorder and of the bare client, each over ``seconds``, and the
+    recorder's import floor."""
     from benchmarks.blast import SUB
     blast = subprocess.Popen([sys.executable, "-m", "benchmarks.blast", str(ROUND), "--forever"],
                              stdout=subprocess.PIPE, text=True)
@@ -74,7 +96,8 @@ def run(seconds: float = 600.0) -> dict[str, Any]:
     finally:
         blast.terminate()
         blast.wait()
-    return {"ours": ours, "bare": bare, "seconds": seconds, "limit_mb": LIMIT_MB}
+    return {"ours": ours, "bare": bare, "floor_mb": import_floor_mb(), "seconds": seconds,
+            "limit_mb": LIMIT_MB}
 
 
 async def _recorder(url: str, root: str, seconds: float) -> int:
@@ -104,5 +127,7 @@ if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "recorder":
         print(asyncio.run(_recorder(args[0], args[1], float(args[2]))))
+    elif mode == "floor":
+        print(f"{_floor():.3f}")
     else:
         print(asyncio.run(_bare(args[0], float(args[1]), args[2])))

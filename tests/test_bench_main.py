@@ -43,3 +43,21 @@ def test_the_replay_paths_hand_out_the_same_rows(tmp_path: Path) -> None:
         counts = {name: fn()[0] for name, fn in replay_speed._paths(tmp_path, table).items()}
         assert counts["feed"] == counts["async for"] == counts["objects"] == counts["read"] > 0
         assert set(counts.values()) == {counts["objects"]}
+
+
+def test_the_import_floor_is_the_recorder_childs_start_and_nothing_more() -> None:
+    # The floor beside the recorder's peak RSS: a process that imports what the
+    # recorder child imports (pyarrow among them) and stops, well above a Python
+    # that imports nothing and well under the recorder's limit.
+    from benchmarks import capture_memory
+    floor = capture_memory.import_floor_mb()
+    nothing = ("import os; from benchmarks.capture_memory import _status_mb; "
+               "print(_status_mb(os.getpid(), 'VmHWM'))")
+    bare = subprocess.run([sys.executable, "-c", nothing], capture_output=True, text=True,
+                          timeout=60, check=True, env=child_env())
+    assert float(bare.stdout) + 20 < floor < capture_memory.LIMIT_MB
+    code = ("import sys; from benchmarks.capture_memory import _floor; _floor(); "
+            "print('recorder.live' in sys.modules, 'pandas' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True, env=child_env())
+    assert loaded.stdout.split() == ["True", "False"]
