@@ -26,9 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import connect
+
+if TYPE_CHECKING:
+    from recorder.live import Recorder
 
 ROUND = 100_000                 # frames the sender repeats (seq and times move on)
 LIMIT_MB = 150.0
@@ -74,10 +77,16 @@ def import_floor_mb() -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def _floor() -> float:
+def _start() -> type[Recorder]:
+    """The recorder child's start, which the import floor stops after."""
     from recorder.lean import lean_process
-    lean_process()                      # as the recorder child and `tickrec record` do
-    import recorder.live  # noqa: F401
+    lean_process()                      # as `tickrec record` does
+    from recorder.live import Recorder
+    return Recorder
+
+
+def _floor() -> float:
+    _start()
     return _status_mb(os.getpid(), "VmHWM") or 0.0
 
 
@@ -101,10 +110,7 @@ def run(seconds: float = 600.0) -> dict[str, Any]:
 
 
 async def _recorder(url: str, root: str, seconds: float) -> int:
-    from recorder.lean import lean_process
-    lean_process()                      # as `tickrec record` does
-    from recorder.live import Recorder
-    rec = Recorder("alltick", url, ["AAPL.US"], root, options={"streams": ("trades",)})
+    rec = _start()("alltick", url, ["AAPL.US"], root, options={"streams": ("trades",)})
     await rec.run(duration=seconds)
     assert rec.capture is not None
     return rec.capture.frames_in
