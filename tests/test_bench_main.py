@@ -48,7 +48,7 @@ def test_the_replay_paths_hand_out_the_same_rows(tmp_path: Path) -> None:
 def test_the_import_floor_is_the_recorder_childs_start_and_nothing_more() -> None:
     # The floor beside the recorder's peak RSS: a process that imports what the
     # recorder child imports (pyarrow among them) and stops, well above a Python
-    # that imports nothing and well under the recorder's limit.
+    # that imports only the bench module (websockets) and well under the limit.
     from benchmarks import capture_memory
     floor = capture_memory.import_floor_mb()
     nothing = ("import os; from benchmarks.capture_memory import _status_mb; "
